@@ -1,0 +1,3 @@
+from mfms_bo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Recommendations: the mixture to train on at the target fidelity, with a credible interval.
+
+Model-based strategies recommend the minimiser of the posterior mean at the target (the
+standard choice when the target is never observed directly: the best *observed* value would
+favour lucky noise and cannot speak about an unrun target size). Model-free baselines
+recommend their best observed run at the highest fidelity they reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mfms_bo.optimize import maximize_on_simplex
+from mfms_bo.space import SearchSpace
+from mfms_bo.surrogate.mfms_gp import MFMSGP
+from mfms_bo.trials import TrialResult, objective_of
+
+__all__ = ["Recommendation", "recommend_from_surrogate", "recommend_best_observed",
+           "final_objective"]
+
+_Z90 = 1.6448536269514722  # two-sided 90% normal quantile
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A recommended mixture and what the model believes it scores at ``(model_size, steps)``.
+
+    ``interval`` is a 90% credible interval of the noise-free objective (None when the
+    recommendation is an observed value from a model-free strategy).
+    """
+
+    mixture: dict[str, float]
+    predicted_objective: float | None
+    interval: tuple[float, float] | None
+    model_size: float
+    steps: int
+
+
+def recommend_from_surrogate(
+    gp: MFMSGP,
+    space: SearchSpace,
+    n_candidates: int = 2048,
+    extra_mixtures: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Recommendation:
+    """Minimiser of the posterior mean at the space's target fidelity (pool or continuous)."""
+    W = space.mixture_candidates(n_candidates, generator)
+    if extra_mixtures is not None and space.candidates is None and extra_mixtures.numel():
+        W = torch.cat([W, extra_mixtures.to(W.dtype)])
+    mean, _ = gp.predict(space.target_inputs(W))
+    best = int(torch.argmin(mean))
+    w = W[best:best + 1]
+    if space.candidates is None:
+        top = torch.argsort(mean)[:4]
+
+        def neg_mean(Wc: torch.Tensor) -> torch.Tensor:
+            return -gp.predict(space.target_inputs(Wc))[0]
+
+        W_opt, v_opt = maximize_on_simplex(neg_mean, space, W[top], rounds=2,
+                                           generator=generator)
+        w = W_opt[int(torch.argmax(v_opt))].unsqueeze(0)
+    m, v = gp.predict(space.target_inputs(w))
+    sd = float(v[0].sqrt())
+    mu = float(m[0])
+    fid = space.fidelities
+    return Recommendation(
+        mixture=space.mixtures.to_dict(w[0]),
+        predicted_objective=mu,
+        interval=(mu - _Z90 * sd, mu + _Z90 * sd),
+        model_size=fid.target_model_size,
+        steps=int(fid.target_steps),  # type: ignore[arg-type]
+    )
+
+
+def final_objective(result: TrialResult, space: SearchSpace) -> float | None:
+    """Objective at a trial's last complete measurement, or None."""
+    for meas in sorted(result.measurements, key=lambda m: -m.step):
+        val = objective_of(meas.losses, space.objective_weights)  # type: ignore[arg-type]
+        if val is not None:
+            return val
+    return None
+
+
+def recommend_best_observed(
+    history: Sequence[TrialResult], space: SearchSpace
+) -> Recommendation | None:
+    """Best final objective among the trials at the highest fidelity reached.
+
+    "Highest" orders fidelities by ``(model_size, last step)``; None with no usable trial.
+    """
+    scored = []
+    for r in history:
+        val = final_objective(r, space)
+        if val is not None:
+            scored.append(((r.spec.model_size, r.last_step), val, r))
+    if not scored:
+        return None
+    top = max(s[0] for s in scored)
+    fid, val, r = min((s for s in scored if s[0] == top), key=lambda s: s[1])
+    return Recommendation(
+        mixture={d: float(r.spec.mixture.get(d, 0.0)) for d in space.mixtures.domains},
+        predicted_objective=val,
+        interval=None,
+        model_size=fid[0],
+        steps=int(fid[1]),
+    )
