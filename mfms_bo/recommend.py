@@ -8,7 +8,7 @@ recommend their best observed run at the highest fidelity they reached.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,31 +45,43 @@ def recommend_from_surrogate(
     n_candidates: int = 2048,
     extra_mixtures: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    risk: float = 1.0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Recommendation:
-    """Minimiser of the posterior mean at the space's target fidelity (pool or continuous)."""
+    """Minimiser of ``mean + risk * sd`` at the space's target fidelity (pool or continuous).
+
+    ``risk`` > 0 makes the choice pessimistic: the plain posterior mean is minimised in
+    unexplored corners of the simplex whenever the prior mean is optimistic there (seen on
+    the benchmark as recommendations 5-13% off the optimum), while the mixture actually
+    trained on should be one the data vouch for. ``transform`` maps the GP's output scale
+    back to the objective (e.g. ``exp`` when the GP models log-loss).
+    """
     W = space.mixture_candidates(n_candidates, generator)
     if extra_mixtures is not None and space.candidates is None and extra_mixtures.numel():
         W = torch.cat([W, extra_mixtures.to(W.dtype)])
-    mean, _ = gp.predict(space.target_inputs(W))
-    best = int(torch.argmin(mean))
-    w = W[best:best + 1]
+
+    def neg_score(Wc: torch.Tensor) -> torch.Tensor:
+        m, v = gp.predict(space.target_inputs(Wc))
+        return -(m + risk * v.sqrt())
+
+    vals = neg_score(W)
+    w = W[int(torch.argmax(vals))].unsqueeze(0)
     if space.candidates is None:
-        top = torch.argsort(mean)[:4]
-
-        def neg_mean(Wc: torch.Tensor) -> torch.Tensor:
-            return -gp.predict(space.target_inputs(Wc))[0]
-
-        W_opt, v_opt = maximize_on_simplex(neg_mean, space, W[top], rounds=2,
+        top = torch.argsort(vals, descending=True)[:4]
+        W_opt, v_opt = maximize_on_simplex(neg_score, space, W[top], rounds=2,
                                            generator=generator)
         w = W_opt[int(torch.argmax(v_opt))].unsqueeze(0)
     m, v = gp.predict(space.target_inputs(w))
     sd = float(v[0].sqrt())
     mu = float(m[0])
+    lo, hi = mu - _Z90 * sd, mu + _Z90 * sd
+    if transform is not None:
+        mu, lo, hi = (float(transform(torch.tensor(x))) for x in (mu, lo, hi))
     fid = space.fidelities
     return Recommendation(
         mixture=space.mixtures.to_dict(w[0]),
         predicted_objective=mu,
-        interval=(mu - _Z90 * sd, mu + _Z90 * sd),
+        interval=(lo, hi),
         model_size=fid.target_model_size,
         steps=int(fid.target_steps),  # type: ignore[arg-type]
     )

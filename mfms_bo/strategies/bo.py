@@ -83,7 +83,7 @@ class MFMSBO(Strategy):
         return fidelity_grid(self.model_space, self.n_steps, max_model_size)
 
     def _data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
-        return training_data(history, self.model_space)
+        return _log_y(training_data(history, self.model_space))
 
     # -- surrogate --------------------------------------------------------------------------
     def surrogate(self, history: Sequence[TrialResult]) -> MFMSGP | None:
@@ -105,7 +105,7 @@ class MFMSBO(Strategy):
         if gp is None:
             return super().recommend(history)
         g = torch.Generator().manual_seed(self.seed + 17)
-        return recommend_from_surrogate(gp, self.model_space, generator=g)
+        return recommend_from_surrogate(gp, self.model_space, generator=g, transform=torch.exp)
 
     # -- proposals --------------------------------------------------------------------------
     def _initial(self, index: int, g: torch.Generator, max_model_size: float | None
@@ -243,6 +243,15 @@ class MFMSBO(Strategy):
         return not bool((same & (spec.steps <= ex[:, -1])).any())
 
 
+def _log_y(data: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """The GP models the log of the objective: losses of bad corner mixtures and very short runs are
+    many times the optimum's, and on the log scale they no longer dominate the fit (a
+    stationary GP then describes the region that matters). Monotone, so EI, KG and the
+    recommendation rank the same way; the recommendation maps back with ``exp``."""
+    X, y, g = data
+    return X, torch.log(y.clamp(min=1e-12)), g
+
+
 class MultiFidelityBO(MFMSBO):
     """Multi-fidelity in steps only; size fixed at the largest runnable size (``mf-bo``)."""
 
@@ -260,8 +269,8 @@ class MultiFidelityBO(MFMSBO):
         return self._space1
 
     def _data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
-        return training_data(history, self._space1,
-                             model_size=self.space.fidelities.largest_runnable)
+        return _log_y(training_data(history, self._space1,
+                                    model_size=self.space.fidelities.largest_runnable))
 
     def _initial(self, index: int, g: torch.Generator, max_model_size: float | None
                  ) -> TrialSpec:
@@ -296,7 +305,7 @@ class SingleFidelityBO(MFMSBO):
         fid = self.space.fidelities
         done = [r for r in history if r.spec.model_size == fid.largest_runnable
                 and r.last_step >= fid.steps_max]
-        return training_data(done, self._space1, final_only=True)
+        return _log_y(training_data(done, self._space1, final_only=True))
 
     def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int, g: torch.Generator):
         return EIPerCost(gp, best_f, alpha=0.0)
