@@ -1,10 +1,10 @@
 """Cost of a trial: a params x steps prior refined by what runs really cost.
 
 Training cost is close to ``6 * params * tokens`` FLOPs, so ``cost(m, z) = c * m * z`` with
-one unknown rate ``c`` (seconds per parameter-step) is the prior. Observed costs update a
-per-size rate (a geometric mean, shrunk towards the global rate with ``prior_strength``
-pseudo-observations) so that sizes that run less efficiently than the FLOP count says
-(small models are often overhead-bound) get their own rate.
+one unknown rate ``c`` (seconds per parameter-step) is the prior. Observed costs set the
+global rate (their geometric mean) and a per-size rate (shrunk towards the global one with
+``prior_strength`` pseudo-observations), so that sizes that run less efficiently than the
+FLOP count says (small models are often overhead-bound) get their own rate.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class CostModel:
     Args:
         rate: prior cost per parameter-step (any unit, e.g. GPU-seconds).
         fixed_cost: per-trial overhead (start-up, evaluation) added to every prediction.
-        prior_strength: pseudo-observations behind the prior rate.
+        prior_strength: pseudo-observations of the global rate behind each size's rate.
     """
 
     def __init__(self, rate: float = 1.0, fixed_cost: float = 0.0,
@@ -56,9 +56,13 @@ class CostModel:
             self.observe(m, z, c)
 
     def _global_log_rate(self) -> float:
+        # The prior rate is a unit-free guess (1 per parameter-step by default): once any run
+        # reports a cost, the observed rates set the scale, or an unrun size would inherit
+        # a rate off by the unit conversion (GPU-hours per parameter-step is ~1e-12).
         logs = [v for vs in self._sizes.values() for v in vs]
-        s = self.prior_strength
-        return (s * self.prior_log_rate + sum(logs)) / (s + len(logs))
+        if not logs:
+            return self.prior_log_rate
+        return sum(logs) / len(logs)
 
     def log_rate(self, model_size: float) -> float:
         """Posterior log-rate for one size: its own runs shrunk towards the global rate."""

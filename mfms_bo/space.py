@@ -264,6 +264,12 @@ class FidelitySpace:
 
     def validate(self, model_size: float, steps: int) -> None:
         """Reject a fidelity a trial may not request (size off the ladder, steps out of range)."""
+        try:
+            steps_f = float(steps)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"steps: not a number: {steps!r}") from exc
+        if not math.isfinite(steps_f) or steps_f != int(steps_f):
+            raise ValidationError(f"steps: must be a whole number, got {steps!r}")
         if float(model_size) not in self.model_sizes:
             raise ValidationError(
                 f"model_size: {model_size:g} is not on the ladder {list(self.model_sizes)}"

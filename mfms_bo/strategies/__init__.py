@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mfms_bo.errors import UnknownStrategyError
+from mfms_bo.errors import UnknownStrategyError, ValidationError
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy, restrict_fidelities, training_data
 from mfms_bo.strategies.bo import MFMSBO, MultiFidelityBO, SingleFidelityBO
@@ -45,3 +45,7 @@ def make_strategy(name: str, space: SearchSpace, seed: int = 0,
         return cls(space, seed=seed, **(options or {}))
     except TypeError as exc:
         raise UnknownStrategyError(f"strategy {name!r}: bad options: {exc}") from None
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError(f"strategy {name!r}: {exc}") from None

@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 
 from mfms_bo.acquisition import EIPerCost, TargetKGPerCost, seed_alpha
+from mfms_bo.errors import ValidationError
 from mfms_bo.optimize import fidelity_grid, maximize_acquisition
 from mfms_bo.recommend import Recommendation, recommend_from_surrogate
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy, restrict_fidelities, training_data
+from mfms_bo.surrogate.kernels import KERNEL_DESIGNS
 from mfms_bo.surrogate.mfms_gp import MFMSGP, SurrogateConfig
 from mfms_bo.trials import TrialResult, TrialSpec
 
@@ -65,6 +67,8 @@ class MFMSBO(Strategy):
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
+        if kernel not in KERNEL_DESIGNS:
+            raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {kernel!r}")
         self.acquisition = acquisition
         self.config = SurrogateConfig(kernel=kernel, **(surrogate or {}))
         self.n_init = max(4, space.k + 1) if n_init is None else int(n_init)
@@ -140,6 +144,7 @@ class MFMSBO(Strategy):
         n: int = 1,
         max_model_size: float | None = None,
     ) -> list[TrialSpec]:
+        self._check_capability(max_model_size)
         g = self._generator(history, pending)
         out: list[TrialSpec] = []
         gp = None
@@ -179,6 +184,14 @@ class MFMSBO(Strategy):
             gp = gp.fantasize(self._inputs([spec]))
             iteration += 1
         return out
+
+    def _check_capability(self, max_model_size: float | None) -> None:
+        """Fail with the ladder message when no size this strategy uses fits the worker."""
+        ladder = self.model_space.fidelities.model_sizes
+        if max_model_size is not None and ladder[0] > max_model_size:
+            raise ValidationError(
+                f"no runnable model size <= {max_model_size:g} for {self.name}; it runs "
+                f"{list(ladder)}")
 
     def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int,
                      g: torch.Generator):

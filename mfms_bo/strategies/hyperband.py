@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mfms_bo.cost import CostModel
 from mfms_bo.optimize import fidelity_grid
 from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
@@ -41,8 +42,11 @@ class Hyperband(Strategy):
 
     def _levels(self, history: Sequence[TrialResult], max_model_size: float | None
                 ) -> list[tuple[float, int]]:
+        self._runnable_max(max_model_size)  # the ladder message when nothing fits
         fids = fidelity_grid(self.space, self.n_steps, max_model_size)
-        cost = self._cost_model(history)
+        # The params x steps prior, not the refitted cost model: levels must stay fixed for
+        # the life of a bracket, or one rung would mix fidelities.
+        cost = CostModel()
         costs = [float(cost.predict(m, z)) for m, z in fids]
         top = max(costs)
         lowest = min(costs)
@@ -93,7 +97,7 @@ class Hyperband(Strategy):
                 for c in range(len(at), n_r):
                     if len(out) >= want:
                         return out
-                    out.append(self._spec(self._mixture(g), level[0], level[1],
+                    out.append(self._spec(self._mixture(g, [*mine, *out]), level[0], level[1],
                                           {"bracket": b, "rung": 0, "config": c}))
                 if len(at) < n_r:
                     return out
@@ -120,11 +124,19 @@ class Hyperband(Strategy):
             return out
         return out
 
-    def _mixture(self, g: torch.Generator) -> torch.Tensor:
+    def _mixture(self, g: torch.Generator, used: Sequence[TrialSpec]) -> torch.Tensor:
+        """A random mixture; on a pool, one this bracket has not sampled yet while any is
+        left (a bracket's configurations must differ, or a rung repeats a table entry)."""
         pool = self.space.candidates
         if pool is None:
             return self.space.mixtures.sample(1, g)[0]
-        return pool[int(torch.randint(pool.shape[0], (1,), generator=g))]
+        doms = self.space.mixtures.domains
+        seen = {tuple(round(float(s.mixture.get(d, 0.0)), 9) for d in doms) for s in used}
+        order = torch.randperm(pool.shape[0], generator=g).tolist()
+        for i in order:
+            if tuple(round(v, 9) for v in pool[i].tolist()) not in seen:
+                return pool[i]
+        return pool[order[0]]
 
 
 def _key(spec: TrialSpec) -> tuple:

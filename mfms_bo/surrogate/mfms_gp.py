@@ -146,13 +146,17 @@ class MFMSGP:
         Xf = X[fit_idx]
         yf = ((y[fit_idx] - y_mean) / y_std).unsqueeze(-1)
         k = X.shape[1] - 2
-        model = SingleTaskGP(
-            Xf,
-            yf,
-            covar_module=build_kernel(cfg.kernel, k),
-            mean_module=build_mean(cfg.kernel, k),
-            outcome_transform=None,
-        )
+        # GPyTorch initialises some parameters (the linear mean) from the global RNG: seed it
+        # locally so the same history and seed always give the same fit and proposals.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = SingleTaskGP(
+                Xf,
+                yf,
+                covar_module=build_kernel(cfg.kernel, k),
+                mean_module=build_mean(cfg.kernel, k),
+                outcome_transform=None,
+            )
         initial_lengthscales(model.covar_module)
         maxiter = cfg.maxiter
         if warm_start is not None:
