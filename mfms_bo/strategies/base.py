@@ -99,6 +99,10 @@ def training_data(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """GP training set from a history: every checkpoint is an observation.
 
+    Checkpoints before the study's ``steps_min`` are left out: the user declared shorter
+    runs uninformative (warm-up dominated), and on the benchmark their steep losses broke
+    the GP's fit (a stationary kernel cannot follow the first hundred steps' drop).
+
     Args:
         final_only: keep each trial's last checkpoint only (single-fidelity baselines).
         model_size: keep trials of this size only.
@@ -119,7 +123,7 @@ def training_data(
         w = [float(r.spec.mixture.get(d, 0.0)) for d in domains]
         for m in meas:
             val = objective_of(m.losses, weights)  # type: ignore[arg-type]
-            if val is None or m.step <= 0:
+            if val is None or m.step < space.fidelities.steps_min:
                 continue
             xs.append([*w, float(r.spec.model_size), float(m.step)])
             ys.append(val)
