@@ -65,7 +65,9 @@ _MIXINGLAWS_SIZES = {"70M": 18_915_328.0, "160M": 85_056_000.0, "305M": 201_541_
 _MIXINGLAWS_TOKENS_PER_STEP = 4096 * 256  # BSZ in the source (~1.05M tokens per step)
 _MIXINGLAWS = {
     # setting key: (problem name, file, coordinates, steps (min, max))
-    "5mix": ("mixinglaws-5mix", "mixinglaws_5mix.csv", MIXINGLAWS_5MIX_DOMAINS, (3000, 30000)),
+    # 5Mix starts at 10000: the first step every candidate has at every size (410M starts at
+    # 9000, some 160M runs at 10000); a shorter run would return no checkpoint at all.
+    "5mix": ("mixinglaws-5mix", "mixinglaws_5mix.csv", MIXINGLAWS_5MIX_DOMAINS, (10000, 30000)),
     "redpajama": ("mixinglaws-redpajama", "mixinglaws_redpajama.csv",
                   MIXINGLAWS_REDPAJAMA_DOMAINS, (10000, 30000)),
 }
@@ -303,8 +305,8 @@ def mixinglaws_problem(setting: str) -> TableProblem:
     ignored (single measurements).
 
     * ``5mix``: coordinates [academic, prose, dialogue, symbolic, internet], groups of Pile
-      domains (``mix_5_domains.ipynb``); steps (3000, 30000), but 410M starts at step 9000 and
-      some 160M runs at 4000 or 10000.
+      domains (``mix_5_domains.ipynb``); steps (10000, 30000): the table starts at 3000 for
+      70M, but 410M starts at step 9000 and some 160M runs at 10000.
     * ``redpajama``: 7 RedPajama sources named ``rp0``..``rp6``. **The authors do not state
       which source each coordinate is**; correlations suggest rp2 ~ GitHub, rp3 ~ ArXiv,
       rp4 ~ Books, rp5 ~ StackExchange (our inference only). Steps (10000, 30000).
