@@ -18,33 +18,17 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from mfms_bo.bench.harness import random_history
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems import simulated_problems
 from mfms_bo.strategies import MFMSBO
-from mfms_bo.trials import Measurement, TrialResult
+from mfms_bo.trials import TrialResult
 
 
 def make_history(n_trials: int, seed: int = 0) -> list[TrialResult]:
-    problem = simulated_problems()["sim-k5"]
-    space = search_space_of(problem)
-    rng = np.random.default_rng(seed)
-    g = torch.Generator().manual_seed(seed)
-    W = space.mixtures.sample(n_trials, g)
-    out = []
-    for i in range(n_trials):
-        m = float(rng.choice(problem.model_sizes))
-        z = int(rng.integers(problem.steps[0], problem.steps[1] + 1))
-        mix = space.mixtures.to_dict(W[i])
-        pts = problem.evaluate(mix, m, z, seed=i)
-        from mfms_bo.trials import TrialSpec
-
-        spec = TrialSpec(mix, m, z, space.fidelities.checkpoint_steps(z))
-        out.append(TrialResult(spec, tuple(Measurement(s, v) for s, v in pts),
-                               problem.cost(m, z)))
-    return out
+    return random_history(simulated_problems()["sim-k5"], n_trials, seed)
 
 
 def time_propose(history: list[TrialResult], surrogate: dict | None, repeats: int

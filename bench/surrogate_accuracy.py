@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mfms_bo.bench.harness import random_history
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems import simulated_problems
 from mfms_bo.recommend import recommend_from_surrogate
 from mfms_bo.strategies import training_data
 from mfms_bo.surrogate import KERNEL_DESIGNS, MFMSGP, SurrogateConfig
-from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,17 +36,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(name: str, seed: int, n_trials: int) -> dict[str, dict[str, float]]:
     problem = simulated_problems()[name]
     space = search_space_of(problem)
-    rng = np.random.default_rng(seed)
-    g = torch.Generator().manual_seed(seed)
-    W = space.mixtures.sample(n_trials, g)
-    hist = []
-    for i in range(n_trials):
-        m = float(rng.choice(problem.model_sizes))
-        z = int(rng.integers(problem.steps[0], problem.steps[1] + 1))
-        mix = space.mixtures.to_dict(W[i])
-        pts = problem.evaluate(mix, m, z, seed=seed * 1000 + i)
-        hist.append(TrialResult(TrialSpec(mix, m, z, ()),
-                                tuple(Measurement(s, v) for s, v in pts)))
+    hist = random_history(problem, n_trials, seed)
     X, y, groups = training_data(hist, space)
     Wt = space.mixtures.sample(500, torch.Generator().manual_seed(10_000 + seed))
     truth = problem.objective(Wt.numpy(), problem.target_model_size, problem.steps[1])

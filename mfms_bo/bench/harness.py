@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mfms_bo.bench.problem import Problem, search_space_of
 from mfms_bo.strategies import make_strategy
-from mfms_bo.trials import Measurement, TrialResult
+from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 __all__ = ["RunResult", "run_one", "run_benchmark", "summarize", "format_table",
-           "default_budget", "load_problem", "cost_to_reach", "write_plot"]
+           "default_budget", "load_problem", "cost_to_reach", "write_plot", "random_history"]
 
 
 @dataclass
@@ -109,6 +110,24 @@ def run_one(problem: Problem, strategy: str, seed: int, budget: float,
             curve.append([spent, float(problem.true_objective(rec.mixture))])
     return RunResult(problem.name, strategy, seed, problem.optimum(), curve, len(history),
                      time.perf_counter() - t0, t_prop)
+
+
+def random_history(problem: Problem, n_trials: int, seed: int = 0) -> list[TrialResult]:
+    """``n_trials`` completed trials at random mixtures, runnable sizes and steps: the
+    unbiased data on which surrogate accuracy and proposal latency are measured."""
+    space = search_space_of(problem)
+    rng = np.random.default_rng(seed)
+    W = space.mixtures.sample(n_trials, torch.Generator().manual_seed(seed))
+    out = []
+    for i in range(n_trials):
+        m = float(rng.choice(problem.model_sizes))
+        z = int(rng.integers(problem.steps[0], problem.steps[1] + 1))
+        mix = space.mixtures.to_dict(W[i])
+        pts = problem.evaluate(mix, m, z, seed=seed * 1000 + i)
+        spec = TrialSpec(mix, m, z, space.fidelities.checkpoint_steps(z))
+        out.append(TrialResult(spec, tuple(Measurement(s, v) for s, v in pts),
+                               float(problem.cost(m, z))))
+    return out
 
 
 def _run_job(args: tuple) -> RunResult:
