@@ -73,6 +73,19 @@ class Strategy(ABC):
             metadata=dict(metadata or {}),
         )
 
+    def _shuffled_pool(self, used: Sequence[TrialSpec], g: torch.Generator
+                       ) -> tuple[list[int], list[int]]:
+        """``(fresh, order)``: a random order of the pool's indices (one ``randperm`` drawn
+        from ``g``) and, in that order, those whose mixture no spec in ``used`` has.
+        Requires a candidate pool."""
+        pool = self.space.candidates
+        assert pool is not None
+        doms = self.space.mixtures.domains
+        seen = {tuple(round(float(s.mixture.get(d, 0.0)), 9) for d in doms) for s in used}
+        order = torch.randperm(pool.shape[0], generator=g).tolist()
+        fresh = [i for i in order if tuple(round(v, 9) for v in pool[i].tolist()) not in seen]
+        return fresh, order
+
     def _cost_model(self, history: Sequence[TrialResult]) -> CostModel:
         cm = CostModel()
         for r in history:

@@ -86,8 +86,17 @@ class MFMSBO(Strategy):
     def _fidelities(self, max_model_size: float | None) -> list[tuple[float, int]]:
         return fidelity_grid(self.model_space, self.n_steps, max_model_size)
 
+    def _training_data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
+        """The observations this strategy models, on the objective's own scale."""
+        return training_data(history, self.model_space)
+
     def _data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
-        return _log_y(training_data(history, self.model_space))
+        """GP training set: the log of the objective. Losses of bad corner mixtures and short
+        runs are many times the optimum's; on the log scale they no longer dominate the fit
+        (a stationary GP then describes the region that matters). Monotone, so EI, KG and the
+        recommendation rank the same way; the recommendation maps back with ``exp``."""
+        X, y, g = self._training_data(history)
+        return X, torch.log(y.clamp(min=1e-12)), g
 
     # -- surrogate --------------------------------------------------------------------------
     def surrogate(self, history: Sequence[TrialResult]) -> MFMSGP | None:
@@ -256,15 +265,6 @@ class MFMSBO(Strategy):
         return not bool((same & (spec.steps <= ex[:, -1])).any())
 
 
-def _log_y(data: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """The GP models the log of the objective: losses of bad corner mixtures and very short runs are
-    many times the optimum's, and on the log scale they no longer dominate the fit (a
-    stationary GP then describes the region that matters). Monotone, so EI, KG and the
-    recommendation rank the same way; the recommendation maps back with ``exp``."""
-    X, y, g = data
-    return X, torch.log(y.clamp(min=1e-12)), g
-
-
 class MultiFidelityBO(MFMSBO):
     """Multi-fidelity in steps only; size fixed at the largest runnable size (``mf-bo``)."""
 
@@ -281,9 +281,9 @@ class MultiFidelityBO(MFMSBO):
     def model_space(self) -> SearchSpace:
         return self._space1
 
-    def _data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
-        return _log_y(training_data(history, self._space1,
-                                    model_size=self.space.fidelities.largest_runnable))
+    def _training_data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
+        return training_data(history, self._space1,
+                             model_size=self.space.fidelities.largest_runnable)
 
     def _initial(self, index: int, g: torch.Generator, max_model_size: float | None
                  ) -> TrialSpec:
@@ -314,11 +314,11 @@ class SingleFidelityBO(MFMSBO):
     def model_space(self) -> SearchSpace:
         return self._space1
 
-    def _data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
+    def _training_data(self, history: Sequence[TrialResult]) -> tuple[Tensor, Tensor, Tensor]:
         fid = self.space.fidelities
         done = [r for r in history if r.spec.model_size == fid.largest_runnable
                 and r.last_step >= fid.steps_max]
-        return _log_y(training_data(done, self._space1, final_only=True))
+        return training_data(done, self._space1, final_only=True)
 
     def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int, g: torch.Generator):
         return EIPerCost(gp, best_f, alpha=0.0)

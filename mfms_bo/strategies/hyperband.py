@@ -40,8 +40,7 @@ class Hyperband(Strategy):
         self.eta = int(eta)
         self.n_steps = int(n_steps)
 
-    def _levels(self, history: Sequence[TrialResult], max_model_size: float | None
-                ) -> list[tuple[float, int]]:
+    def _levels(self, max_model_size: float | None) -> list[tuple[float, int]]:
         self._runnable_max(max_model_size)  # the ladder message when nothing fits
         fids = fidelity_grid(self.space, self.n_steps, max_model_size)
         # The params x steps prior, not the refitted cost model: levels must stay fixed for
@@ -67,7 +66,7 @@ class Hyperband(Strategy):
         n: int = 1,
         max_model_size: float | None = None,
     ) -> list[TrialSpec]:
-        levels = self._levels(history, max_model_size)
+        levels = self._levels(max_model_size)
         R = len(levels) - 1
         g = self._generator(history, pending)
         out: list[TrialSpec] = []
@@ -130,13 +129,8 @@ class Hyperband(Strategy):
         pool = self.space.candidates
         if pool is None:
             return self.space.mixtures.sample(1, g)[0]
-        doms = self.space.mixtures.domains
-        seen = {tuple(round(float(s.mixture.get(d, 0.0)), 9) for d in doms) for s in used}
-        order = torch.randperm(pool.shape[0], generator=g).tolist()
-        for i in order:
-            if tuple(round(v, 9) for v in pool[i].tolist()) not in seen:
-                return pool[i]
-        return pool[order[0]]
+        fresh, order = self._shuffled_pool(used, g)
+        return pool[fresh[0] if fresh else order[0]]
 
 
 def _key(spec: TrialSpec) -> tuple:

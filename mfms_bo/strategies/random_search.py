@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from mfms_bo.strategies.base import Strategy
 from mfms_bo.trials import TrialResult, TrialSpec
 
@@ -31,9 +29,6 @@ class RandomSearch(Strategy):
         pool = self.space.candidates
         if pool is None:
             return [self._spec(w, size, steps) for w in self.space.mixtures.sample(n, g)]
-        doms = self.space.mixtures.domains
-        used = {tuple(round(float(s.mixture.get(d, 0.0)), 9) for d in doms)
-                for s in [*(r.spec for r in history if r.spec.model_size == size), *pending]}
-        order = torch.randperm(pool.shape[0], generator=g).tolist()
-        fresh = [i for i in order if tuple(round(v, 9) for v in pool[i].tolist()) not in used]
+        used = [*(r.spec for r in history if r.spec.model_size == size), *pending]
+        fresh, _ = self._shuffled_pool(used, g)
         return [self._spec(pool[i], size, steps) for i in fresh[:n]]
