@@ -1,0 +1,1 @@
+"""HTTP layer: thin routes over :mod:`server.storage` and the scheduling services."""

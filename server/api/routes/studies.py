@@ -1,0 +1,130 @@
+"""Studies: create, list, inspect, pause/resume/stop, their trials and what they learned."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from fastapi import APIRouter, Query, status
+
+from server import storage
+from server.api.deps import (
+    DbDep,
+    InsightsDep,
+    MaintainerDep,
+    ReadAuth,
+    SettingsDep,
+    WriteAuth,
+)
+from server.api.views import study_public, trial_public
+from server.db import utcnow
+from server.schemas import (
+    PredictRequest,
+    PredictResponse,
+    RecommendationPublic,
+    StudyCreate,
+    StudyList,
+    StudyPublic,
+    TrialEnqueue,
+    TrialList,
+    TrialPublic,
+)
+from server.study_space import search_space_of_config, strategy_of_config
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+
+def _public(s, study) -> StudyPublic:  # noqa: ANN001
+    return study_public(study, storage.study_counts(s, [study.id])[study.id],
+                        storage.study_costs(s, [study.id])[study.id],
+                        storage.trials_run(s, study.id))
+
+
+@router.post("", response_model=StudyPublic, status_code=status.HTTP_201_CREATED,
+             dependencies=[WriteAuth])
+def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - 1)
+    strategy_of_config(body.model_dump(mode="json"), seed)  # validates space and options
+    with db.session() as s:
+        study = storage.create_study(s, data=body, seed=seed)
+        out = _public(s, study)
+    maintainer.wake()
+    return out
+
+
+@router.get("", response_model=StudyList, dependencies=[ReadAuth])
+def list_studies(db: DbDep) -> StudyList:
+    with db.session() as s:
+        studies = storage.list_studies(s)
+        ids = [st.id for st in studies]
+        counts, costs = storage.study_counts(s, ids), storage.study_costs(s, ids)
+        return StudyList(studies=[study_public(st, counts[st.id], costs[st.id],
+                                               storage.trials_run(s, st.id))
+                                  for st in studies])
+
+
+@router.get("/{study_id}", response_model=StudyPublic, dependencies=[ReadAuth])
+def get_study(study_id: int, db: DbDep) -> StudyPublic:
+    with db.session() as s:
+        return _public(s, storage.get_study(s, study_id))
+
+
+def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:  # noqa: ANN001
+    with db.session() as s:
+        study = storage.set_study_state(s, study_id=study_id, action=action, now=utcnow())
+        out = _public(s, study)
+    maintainer.wake()
+    return out
+
+
+@router.post("/{study_id}/pause", response_model=StudyPublic, dependencies=[WriteAuth])
+def pause_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+    return _transition(study_id, "pause", db, maintainer)
+
+
+@router.post("/{study_id}/resume", response_model=StudyPublic, dependencies=[WriteAuth])
+def resume_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+    return _transition(study_id, "resume", db, maintainer)
+
+
+@router.post("/{study_id}/stop", response_model=StudyPublic, dependencies=[WriteAuth])
+def stop_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+    return _transition(study_id, "stop", db, maintainer)
+
+
+@router.post("/{study_id}/trials", response_model=TrialPublic,
+             status_code=status.HTTP_201_CREATED, dependencies=[WriteAuth])
+def enqueue_trial(study_id: int, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep
+                  ) -> TrialPublic:
+    with db.session() as s:
+        study = storage.get_study(s, study_id, lock=True)
+        space = search_space_of_config(study.config)
+        trial = storage.enqueue_trial(s, study=study, data=body, space=space, now=utcnow())
+        s.refresh(trial)
+        out = trial_public(trial)
+    maintainer.wake()
+    return out
+
+
+TrialStateFilter = Literal["queued", "running", "completed", "failed", "abandoned", "cancelled"]
+
+
+@router.get("/{study_id}/trials", response_model=TrialList, dependencies=[ReadAuth])
+def list_trials(study_id: int, db: DbDep,
+                state: TrialStateFilter | None = Query(None)) -> TrialList:  # noqa: B008
+    with db.session() as s:
+        storage.get_study(s, study_id)
+        return TrialList(trials=[trial_public(t)
+                                 for t in storage.list_trials(s, study_id, state)])
+
+
+@router.get("/{study_id}/recommendation", response_model=RecommendationPublic,
+            dependencies=[ReadAuth])
+def recommendation(study_id: int, insights: InsightsDep) -> RecommendationPublic:
+    return insights.recommendation(study_id)
+
+
+@router.post("/{study_id}/predict", response_model=PredictResponse, dependencies=[ReadAuth])
+def predict(study_id: int, body: PredictRequest, insights: InsightsDep,
+            settings: SettingsDep) -> PredictResponse:
+    return insights.predict(study_id, body)

@@ -1,0 +1,112 @@
+"""The worker protocol: claim (``/next-trial``), heartbeat, report, complete, fail."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from server import storage
+from server.api.deps import DbDep, MaintainerDep, ProposerDep, ReadAuth, SettingsDep, WriteAuth
+from server.api.views import assignment, trial_public
+from server.db import utcnow
+from server.dispatch import next_trial as dispatch_next_trial
+from server.models import StudyState
+from server.schemas import (
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    MeasurementIn,
+    MeasurementPublic,
+    NextTrialRequest,
+    TrialAssignment,
+    TrialPublic,
+)
+from server.study_space import search_space_of_config
+
+router = APIRouter(tags=["trials"])
+
+
+@router.post("/next-trial", response_model=TrialAssignment, dependencies=[WriteAuth],
+             responses={204: {"description": "no work now; poll again later"}})
+def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: SettingsDep,
+               proposer: ProposerDep, maintainer: MaintainerDep) -> TrialAssignment | Response:
+    cap = body.capabilities.max_model_size if body.capabilities else None
+    claim = dispatch_next_trial(db, proposer, settings, worker_id=body.worker_id,
+                                study_id=body.study_id, max_model_size=cap)
+    maintainer.wake()
+    if claim.trial is None:
+        headers = {"Retry-After": "5"}
+        if claim.study_state is not None:
+            headers["X-MFMS-Study-State"] = claim.study_state
+        return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)
+    return assignment(claim.trial, settings)
+
+
+@router.get("/trials/{trial_id}", response_model=TrialPublic, dependencies=[ReadAuth])
+def get_trial(trial_id: int, db: DbDep) -> TrialPublic:
+    with db.session() as s:
+        return trial_public(storage.get_trial(s, trial_id))
+
+
+@router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatResponse,
+             dependencies=[WriteAuth])
+def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
+              body: HeartbeatRequest | None = None) -> HeartbeatResponse:
+    with db.session() as s:
+        trial = storage.heartbeat(s, trial_id=trial_id,
+                                  worker_id=body.worker_id if body else None,
+                                  lease_seconds=settings.lease_seconds, now=utcnow())
+        state = trial.study.state
+        assert trial.lease_expires_at is not None
+        return HeartbeatResponse(trial_id=trial.id, lease_expires_at=trial.lease_expires_at,
+                                 lease_seconds=settings.lease_seconds, study_state=state,
+                                 should_stop=state == StudyState.STOPPED.value)
+
+
+@router.post("/trials/{trial_id}/measurements", response_model=MeasurementPublic,
+             dependencies=[WriteAuth], responses={201: {"description": "recorded"},
+                                                  200: {"description": "already recorded"}})
+def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db: DbDep,
+                     settings: SettingsDep) -> MeasurementPublic:
+    with db.session() as s:
+        trial = storage.get_trial(s, trial_id)
+        space = search_space_of_config(trial.study.config)
+        row, created = storage.add_measurement(s, trial_id=trial_id, data=body, space=space,
+                                               lease_seconds=settings.lease_seconds,
+                                               now=utcnow())
+        response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return MeasurementPublic(step=row.step, losses=row.losses, objective=row.objective,
+                                 cost=row.cost, created_at=row.created_at)
+
+
+@router.post("/trials/{trial_id}/complete", response_model=TrialPublic,
+             dependencies=[WriteAuth])
+def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
+             maintainer: MaintainerDep) -> TrialPublic:
+    with db.session() as s:
+        trial = storage.get_trial(s, trial_id)
+        space = search_space_of_config(trial.study.config)
+        trial = storage.complete_trial(s, trial_id=trial_id, cost=body.cost, losses=body.losses,
+                                       worker_id=body.worker_id, space=space, now=utcnow())
+        s.flush()
+        s.refresh(trial)
+        out = trial_public(trial)
+    proposer.finish_if_done(out.study_id)  # the last trial of a spent budget ends the study
+    maintainer.wake()
+    return out
+
+
+@router.post("/trials/{trial_id}/fail", response_model=TrialPublic, dependencies=[WriteAuth])
+def fail(trial_id: int, body: FailRequest, db: DbDep, settings: SettingsDep,
+         proposer: ProposerDep, maintainer: MaintainerDep) -> TrialPublic:
+    with db.session() as s:
+        trial, _ = storage.fail_trial(s, trial_id=trial_id, reason=body.reason,
+                                      retryable=body.retryable, cost=body.cost,
+                                      worker_id=body.worker_id,
+                                      max_attempts=settings.max_attempts, now=utcnow())
+        s.flush()
+        s.refresh(trial)
+        out = trial_public(trial)
+    proposer.finish_if_done(out.study_id)  # the last trial of a spent budget ends the study
+    maintainer.wake()
+    return out

@@ -1,0 +1,164 @@
+"""The FastAPI application: ``create_app(settings)`` wires config, database and services.
+
+Errors become JSON ``{"detail": "..."}`` whose message names the offending field:
+service errors carry their own status (404, 409, 401, 503), the library's validation
+errors are 422, malformed bodies are 422 with every failing field listed, oversized
+bodies 413. Nothing is written when a request fails (one transaction per write).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mfms_bo.errors import MFMSError
+from server import migrate
+from server.api.routes import health, studies, trials
+from server.config import Settings
+from server.db import Database
+from server.errors import ServiceError, Unavailable
+from server.insights import Insights
+from server.maintenance import Maintainer
+from server.proposer import Proposer
+from server.strategy_cache import StrategyCache
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("mfms.server")
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, counting streamed chunks too
+    (a missing or lying Content-Length cannot exhaust memory)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413).body
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.database_url, settings.pool_size)
+    strategies = StrategyCache()
+    proposer = Proposer(db, settings, strategies)
+    maintainer = Maintainer(db, proposer, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_upgrade:
+            migrate.upgrade(db.url)
+        _check_schema(db)
+        if settings.background:
+            maintainer.start()
+        log.info("mfms server ready on %s (%s)", db.dialect, _safe_url(db.url))
+        try:
+            yield
+        finally:
+            maintainer.stop()
+            db.dispose()
+
+    app = FastAPI(title="mfms-bo", version="0.1.0", lifespan=lifespan,
+                  description="Bayesian optimisation of pretraining data mixtures across "
+                              "model sizes and training lengths.")
+    app.state.settings = settings
+    app.state.db = db
+    app.state.strategies = strategies
+    app.state.proposer = proposer
+    app.state.maintainer = maintainer
+    app.state.insights = Insights(db, strategies)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": "5"}
+        return JSONResponse({"detail": str(exc)}, exc.status, headers=headers)
+
+    @app.exception_handler(MFMSError)
+    async def _library_error(_: Request, exc: MFMSError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            if e.get("type") == "json_invalid":  # loc is (body, char position)
+                loc = e.get("loc", ())
+                errors.append({"field": "body", "type": "json_invalid", "message":
+                               f"malformed JSON near character {loc[-1] if loc else '?'}"})
+                continue
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            errors.append({"field": _field(e.get("loc", ())), "message": msg,
+                           "type": str(e.get("type", ""))})
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+        return JSONResponse({"detail": detail, "errors": errors}, 422)
+
+    app.include_router(health.router)
+    app.include_router(studies.router)
+    app.include_router(trials.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _check_schema(db: Database) -> None:
+    head, current = migrate.head_revision(), migrate.current_revision(db.url)
+    if current != head:
+        raise RuntimeError(
+            f"database schema is at {current or 'nothing'}, the server needs {head}: run "
+            "`mfms db upgrade` (or start with MFMS_AUTO_UPGRADE=1)")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"

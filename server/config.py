@@ -1,0 +1,66 @@
+"""One place for the service's configuration: environment variables prefixed ``MFMS_``.
+
+Every knob has a default that works on a laptop (a SQLite file in the working directory, no
+token); deployments set ``MFMS_DATABASE_URL`` to PostgreSQL and ``MFMS_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "normalize_database_url"]
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for plain ``postgresql://`` URLs (SQLAlchemy would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Settings(BaseSettings):
+    """Service settings; build one per process (``Settings()`` reads the environment)."""
+
+    model_config = SettingsConfigDict(env_prefix="MFMS_", extra="ignore")
+
+    database_url: str = Field("sqlite:///./mfms.db",
+                              description="SQLAlchemy URL; postgresql://... for deployments")
+    api_token: SecretStr | None = Field(
+        None, description="when set, every write needs 'Authorization: Bearer <token>'")
+    protect_reads: bool = Field(False, description="also require the token for reads")
+    auto_upgrade: bool = Field(False, description="run Alembic migrations at server start")
+    lease_seconds: float = Field(300.0, gt=0, le=7 * 86400,
+                                 description="a running trial without heartbeat this long is "
+                                             "abandoned and re-queued")
+    max_attempts: int = Field(3, ge=1, le=100,
+                              description="runs of one trial spec before it stays abandoned")
+    queue_min: int = Field(1, ge=0, le=1024,
+                           description="proposals kept queued per running study, so a "
+                                       "worker finishing a trial is not kept waiting")
+    queue_max: int = Field(16, ge=1, le=1024,
+                           description="most proposals queued per study at once")
+    proposal_lock_seconds: float = Field(
+        600.0, gt=0, description="a study's proposer lock lapses after this (crashed server)")
+    next_trial_wait_seconds: float = Field(
+        5.0, ge=0, le=120, description="how long /next-trial waits for another process's "
+                                       "proposal before answering 204")
+    background: bool = Field(True, description="run the lease reaper and queue top-up thread")
+    maintenance_interval_seconds: float = Field(2.0, gt=0)
+    worker_idle_window_seconds: float = Field(
+        120.0, gt=0, description="workers seen this recently count when sizing the queue")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="largest accepted request body")
+    pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size")
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = normalize_database_url(v.strip())
+        if not (v.startswith("sqlite") or v.startswith("postgresql")):
+            raise ValueError("MFMS_DATABASE_URL: only sqlite:/// and postgresql:// are supported")
+        return v
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token else None

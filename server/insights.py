@@ -1,0 +1,108 @@
+"""What the surrogate believes: the recommendation and predictions at any fidelity.
+
+Both fit (or reuse) a GP, so results are cached per study and per state of its data; the
+cache is only for speed - it is rebuilt from the database after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+
+from mfms_bo.errors import ValidationError
+from mfms_bo.space import FidelitySpace, SearchSpace
+from mfms_bo.trials import TrialResult
+from server import storage
+from server.db import Database
+from server.errors import NotFound
+from server.schemas import Prediction, PredictRequest, PredictResponse, RecommendationPublic
+from server.strategy_cache import StrategyCache
+from server.study_space import search_space_of_config
+
+__all__ = ["Insights"]
+
+_Z90 = 1.6448536269514722
+
+
+def _data_key(history: list[TrialResult]) -> tuple:
+    return (len(history), sum(len(r.measurements) for r in history),
+            sum(r.completed for r in history),
+            sum(m.step for r in history for m in r.measurements))
+
+
+class Insights:
+    def __init__(self, db: Database, strategies: StrategyCache) -> None:
+        self.db = db
+        self.strategies = strategies
+        self._lock = threading.Lock()
+        self._recs: dict[int, tuple[tuple, RecommendationPublic]] = {}
+
+    def _load(self, study_id: int) -> tuple[dict, int, list[TrialResult]]:
+        with self.db.session() as s:
+            study = storage.get_study(s, study_id)
+            history, _ = storage.history_of(s, study_id)
+            return dict(study.config), int(study.seed), history
+
+    def recommendation(self, study_id: int) -> RecommendationPublic:
+        config, seed, history = self._load(study_id)
+        key = _data_key(history)
+        with self._lock:
+            hit = self._recs.get(study_id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        entry = self.strategies.strategy(study_id, config, seed)
+        with entry.lock:
+            rec = entry.strategy.recommend(history)
+        if rec is None:
+            raise NotFound(f"study {study_id} has no recommendation yet: no trial has "
+                           "reported losses")
+        out = RecommendationPublic(
+            study_id=study_id, mixture=rec.mixture, predicted_objective=rec.predicted_objective,
+            interval=rec.interval, model_size=rec.model_size, steps=rec.steps,
+            strategy=(config.get("strategy") or {}).get("name", "mfms-bo"),
+            trials_used=len(history))
+        with self._lock:
+            self._recs[study_id] = (key, out)
+        return out
+
+    def predict(self, study_id: int, req: PredictRequest) -> PredictResponse:
+        config, seed, history = self._load(study_id)
+        space = search_space_of_config(config)
+        fid = space.fidelities
+        m = float(req.model_size) if req.model_size is not None else fid.target_model_size
+        z = int(req.steps) if req.steps is not None else int(fid.target_steps)  # type: ignore
+        W = torch.stack([space.mixtures.validate(w, f"mixtures[{i}]")
+                         for i, w in enumerate(req.mixtures)])
+        entry = self.strategies.surrogate_model(study_id, config, seed)
+        with entry.lock:
+            gp = entry.strategy.surrogate(history)  # type: ignore[attr-defined]
+        if gp is None:
+            raise NotFound(f"study {study_id}: too few measurements to fit the surrogate")
+        _check_range(space, m, z)
+        X = space.encode(W, torch.full((W.shape[0],), m), torch.full((W.shape[0],), float(z)))
+        with torch.no_grad():
+            mean, var = gp.predict(X)
+        sd = var.clamp(min=0).sqrt()
+        preds = [
+            Prediction(mixture=space.mixtures.to_dict(W[i]),
+                       predicted_objective=math.exp(float(mean[i])),  # GP models log-objective
+                       interval=(math.exp(float(mean[i] - _Z90 * sd[i])),
+                                 math.exp(float(mean[i] + _Z90 * sd[i]))))
+            for i in range(W.shape[0])
+        ]
+        return PredictResponse(model_size=m, steps=z, predictions=preds)
+
+
+def _check_range(space: SearchSpace, model_size: float, steps: int) -> None:
+    """Predictions far outside what the GP was built for are extrapolation noise: refuse
+    sizes below the ladder and anything beyond 100x the largest modelled size or steps."""
+    fid: FidelitySpace = space.fidelities
+    top_m = max(fid.largest_runnable, fid.target_model_size)
+    top_z = max(fid.steps_max, int(fid.target_steps))  # type: ignore[arg-type]
+    if not fid.model_sizes[0] <= model_size <= 100 * top_m:
+        raise ValidationError(f"model_size: {model_size:g} outside [{fid.model_sizes[0]:g}, "
+                              f"{100 * top_m:g}]")
+    if not 1 <= steps <= 100 * top_z:
+        raise ValidationError(f"steps: {steps} outside [1, {100 * top_z}]")

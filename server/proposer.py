@@ -1,0 +1,145 @@
+"""Keeps each running study's queue of proposals topped up.
+
+A proposal is computed in three steps so that no database transaction stays open while the
+GP fits: (1) a short transaction checks the study and its budget and takes the study's
+proposer lock (a row in ``studies``, so it holds across server processes and lapses if its
+holder dies); (2) the strategy proposes from the history, outside any transaction; (3) a
+short transaction queues the proposals and releases the lock - only if it is still held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from mfms_bo.strategies import RandomSearch
+from mfms_bo.trials import TrialSpec
+from server import storage
+from server.config import Settings
+from server.db import Database, utcnow
+from server.models import StudyState, TrialState
+from server.strategy_cache import StrategyCache
+from server.study_space import search_space_of_config
+
+__all__ = ["Proposer", "TopUp"]
+
+log = logging.getLogger("mfms.proposer")
+
+
+@dataclass(frozen=True)
+class TopUp:
+    """Outcome of one top-up: how many trials were queued; ``busy`` when another process
+    holds the study's proposer lock (its proposals are on their way)."""
+
+    made: int
+    busy: bool = False
+
+
+class Proposer:
+    def __init__(self, db: Database, settings: Settings, strategies: StrategyCache) -> None:
+        self.db = db
+        self.settings = settings
+        self.strategies = strategies
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.fit_seconds: list[float] = []  # recent proposal durations, for /metrics
+        self._local = threading.Lock()
+
+    def top_up(self, study_id: int, *, want: int, max_model_size: float | None = None
+               ) -> TopUp:
+        """Queue up to ``want`` new proposals for the study (fewer when its budget is
+        nearly spent); 0 when the study is not running or has nothing left to propose."""
+        if want <= 0:
+            return TopUp(0)
+        now = utcnow()
+        with self.db.session() as s:
+            study = storage.get_study(s, study_id)
+            if study.state != StudyState.RUNNING.value:
+                return TopUp(0)
+            want = min(want, self._budget_room(s, study))
+            if want <= 0:
+                self._complete_if_done(s, study_id)
+                return TopUp(0)
+            if not storage.acquire_proposer(s, study_id=study_id, holder=self.holder, now=now,
+                                            seconds=self.settings.proposal_lock_seconds):
+                return TopUp(0, busy=True)
+            config, seed = dict(study.config), int(study.seed)
+        try:
+            with self.db.session() as s:
+                history, pending = storage.history_of(s, study_id)
+            t0 = time.perf_counter()
+            specs = self._propose(study_id, config, seed, history, pending, want,
+                                  max_model_size)
+            self.fit_seconds = [*self.fit_seconds[-99:], time.perf_counter() - t0]
+            with self.db.session() as s:
+                rows = storage.insert_proposals(s, study_id=study_id, specs=specs,
+                                                holder=self.holder, now=utcnow())
+                if not specs and not pending and max_model_size is None:
+                    # The strategy has nothing left (e.g. a pool tried at every fidelity).
+                    self._complete_if_done(s, study_id, nothing_left=True)
+            if specs:
+                log.info("study %d: queued %d proposal(s) in %.2f s", study_id, len(rows),
+                         time.perf_counter() - t0)
+            return TopUp(len(rows))
+        except BaseException:
+            try:
+                with self.db.session() as s:
+                    storage.release_proposer(s, study_id=study_id, holder=self.holder)
+            except Exception:  # the lock lapses by itself
+                log.warning("study %d: could not release the proposer lock", study_id)
+            raise
+
+    def _propose(self, study_id: int, config: dict, seed: int, history, pending,  # noqa: ANN001
+                 want: int, max_model_size: float | None) -> list[TrialSpec]:
+        entry = self.strategies.strategy(study_id, config, seed)
+        with entry.lock:
+            try:
+                return entry.strategy.propose(history, pending, want, max_model_size)
+            except ValueError as exc:  # the worker cannot run any size this study uses
+                log.info("study %d: no proposal for max_model_size=%s: %s", study_id,
+                         max_model_size, exc)
+                return []
+            except Exception:
+                # A numerical failure of the surrogate must not stall the workers: run a
+                # random trial this time and say so; the next proposal tries the GP again.
+                log.exception("study %d: strategy failed; proposing at random instead",
+                              study_id)
+                fallback = RandomSearch(search_space_of_config(config), seed=seed)
+                return fallback.propose(history, pending, want, max_model_size)
+
+    def _budget_room(self, s, study) -> int:  # noqa: ANN001
+        """How many more trials the study's budget allows (a large number when unlimited)."""
+        budget = study.config.get("budget") or {}
+        room = self.settings.queue_max
+        if budget.get("trials") is not None:
+            room = min(room, int(budget["trials"]) - storage.trials_run(s, study.id))
+        if budget.get("cost") is not None:
+            spent = storage.study_costs(s, [study.id])[study.id]
+            if spent >= float(budget["cost"]):
+                room = 0
+        return room
+
+    def finish_if_done(self, study_id: int) -> bool:
+        """Mark a running study completed once its budget is spent and nothing is in flight."""
+        with self.db.session() as s:
+            return self._complete_if_done(s, study_id)
+
+    def _complete_if_done(self, s, study_id: int, nothing_left: bool = False  # noqa: ANN001
+                          ) -> bool:
+        study = storage.get_study(s, study_id, lock=True)
+        if study.state != StudyState.RUNNING.value:
+            return False
+        counts = storage.study_counts(s, [study_id])[study_id]
+        if counts[TrialState.QUEUED.value] or counts[TrialState.RUNNING.value]:
+            return False
+        budget = study.config.get("budget") or {}
+        exhausted = self._budget_room(s, study) <= 0 and bool(budget)
+        if exhausted or nothing_left:
+            study.state = StudyState.COMPLETED.value
+            log.info("study %d completed (budget spent or nothing left to propose)", study_id)
+            return True
+        return False

@@ -1,0 +1,491 @@
+"""Data access: keyword-only functions over a SQLAlchemy session, no HTTP knowledge.
+
+The contract every function keeps (Optuna's storage rules):
+* the caller owns the transaction (``Database.session()``); a raised error rolls it back,
+  so nothing is ever half-written;
+* a trial is handed out by a compare-and-set ``UPDATE ... WHERE state = 'queued'`` after a
+  ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL) - it cannot be claimed twice, by any
+  number of server processes;
+* finished trials never change; measurements are idempotent on ``(trial, step)``;
+* rows are converted to the library's frozen ``TrialSpec`` / ``TrialResult`` here, before
+  they reach a strategy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from mfms_bo.errors import ValidationError
+from mfms_bo.space import MixtureSpace, SearchSpace
+from mfms_bo.trials import Measurement as LibMeasurement
+from mfms_bo.trials import TrialResult, TrialSpec, objective_of, validate_losses
+from server.errors import Conflict, NotFound
+from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
+from server.schemas import MeasurementIn, StudyCreate, TrialEnqueue
+
+__all__ = [
+    "create_study", "get_study", "list_studies", "set_study_state", "study_counts",
+    "study_costs", "trials_run", "get_trial", "list_trials", "claim_trial", "touch_worker",
+    "idle_workers", "heartbeat", "add_measurement", "complete_trial", "fail_trial",
+    "reap_expired", "enqueue_trial", "history_of", "queued_count", "acquire_proposer",
+    "release_proposer", "insert_proposals", "final_objective_of",
+]
+
+_Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
+
+
+# -- studies ---------------------------------------------------------------------------------
+def create_study(session: Session, *, data: StudyCreate, seed: int) -> Study:
+    """Insert a validated study (the caller has built its search space and strategy)."""
+    if session.scalar(select(Study.id).where(Study.name == data.name)) is not None:
+        raise Conflict(f"name: a study named {data.name!r} already exists")
+    study = Study(name=data.name, config=data.model_dump(mode="json", exclude={"seed"}),
+                  seed=seed, state=StudyState.RUNNING.value)
+    session.add(study)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent create with the same name won
+        raise Conflict(f"name: a study named {data.name!r} already exists") from exc
+    return study
+
+
+def get_study(session: Session, study_id: int, *, lock: bool = False) -> Study:
+    q = select(Study).where(Study.id == study_id)
+    if lock:
+        q = q.with_for_update()
+    study = session.scalar(q)
+    if study is None:
+        raise NotFound(f"study {study_id} not found")
+    return study
+
+
+def list_studies(session: Session) -> list[Study]:
+    return list(session.scalars(select(Study).order_by(Study.id)))
+
+
+_TRANSITIONS = {
+    "pause": ({StudyState.RUNNING}, StudyState.PAUSED),
+    "resume": ({StudyState.PAUSED}, StudyState.RUNNING),
+    "stop": ({StudyState.RUNNING, StudyState.PAUSED}, StudyState.STOPPED),
+}
+
+
+def set_study_state(session: Session, *, study_id: int, action: str, now: datetime) -> Study:
+    """Pause, resume or stop. Stopping cancels queued trials; running ones may finish (their
+    results are still recorded) and their heartbeats answer ``should_stop``."""
+    study = get_study(session, study_id, lock=True)
+    allowed, new = _TRANSITIONS[action]
+    current = StudyState(study.state)
+    if current == new:
+        return study  # idempotent
+    if current not in allowed:
+        raise Conflict(f"study {study_id} is {current.value}; cannot {action} it")
+    study.state = new.value
+    if new == StudyState.STOPPED:
+        session.execute(
+            update(Trial).where(Trial.study_id == study_id, Trial.state == _Q)
+            .values(state=TrialState.CANCELLED.value, finished_at=now)
+            .execution_options(synchronize_session=False))
+    return study
+
+
+def study_counts(session: Session, study_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {i: {s.value: 0 for s in TrialState} for i in study_ids}
+    rows = session.execute(
+        select(Trial.study_id, Trial.state, func.count())
+        .where(Trial.study_id.in_(study_ids)).group_by(Trial.study_id, Trial.state))
+    for sid, state, n in rows:
+        out[sid][state] = int(n)
+    return out
+
+
+def study_costs(session: Session, study_ids: Sequence[int]) -> dict[int, float]:
+    """Cost spent by this service's runs (imports excluded): a finished trial's reported cost,
+    else the last cost a running or lost trial reported with its measurements."""
+    last = (select(Measurement.trial_id, func.max(Measurement.cost).label("c"))
+            .group_by(Measurement.trial_id).subquery())
+    rows = session.execute(
+        select(Trial.study_id, func.sum(func.coalesce(Trial.cost, last.c.c, 0.0)))
+        .outerjoin(last, last.c.trial_id == Trial.id)
+        .where(Trial.study_id.in_(study_ids), Trial.source != "import")
+        .group_by(Trial.study_id))
+    out = dict.fromkeys(study_ids, 0.0)
+    out.update({sid: float(c or 0.0) for sid, c in rows})
+    return out
+
+
+def trials_run(session: Session, study_id: int) -> int:
+    """Trials counted against ``budget.trials``: every spec run or queued here, retries and
+    imports and cancelled ones excluded."""
+    return int(session.scalar(
+        select(func.count()).select_from(Trial).where(
+            Trial.study_id == study_id, Trial.source != "import", Trial.retry_of.is_(None),
+            Trial.state != TrialState.CANCELLED.value)) or 0)
+
+
+def queued_count(session: Session, study_id: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(Trial).where(
+        Trial.study_id == study_id, Trial.state == _Q)) or 0)
+
+
+# -- trials ----------------------------------------------------------------------------------
+def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
+    q = select(Trial).where(Trial.id == trial_id)
+    if lock:
+        q = q.with_for_update()
+    trial = session.scalar(q)
+    if trial is None:
+        raise NotFound(f"trial {trial_id} not found")
+    return trial
+
+
+def list_trials(session: Session, study_id: int, state: str | None = None) -> list[Trial]:
+    q = (select(Trial).where(Trial.study_id == study_id).order_by(Trial.id)
+         .options(selectinload(Trial.measurements)))
+    if state is not None:
+        q = q.where(Trial.state == state)
+    return list(session.scalars(q))
+
+
+def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
+                max_model_size: float | None, lease_seconds: float, now: datetime
+                ) -> Trial | None:
+    """Atomically hand the next queued trial of a running study to ``worker_id``.
+
+    User-enqueued trials and retries come first (``priority``), then oldest first.
+    """
+    for _ in range(8):
+        q = (select(Trial.id).join(Study, Study.id == Trial.study_id)
+             .where(Trial.state == _Q, Study.state == StudyState.RUNNING.value))
+        if study_id is not None:
+            q = q.where(Trial.study_id == study_id)
+        if max_model_size is not None:
+            q = q.where(Trial.model_size <= max_model_size * (1 + 1e-9))
+        q = (q.order_by(Trial.priority, Trial.id).limit(1)
+             .with_for_update(skip_locked=True, of=Trial))
+        trial_id = session.scalar(q)
+        if trial_id is None:
+            return None
+        res = session.execute(
+            update(Trial).where(Trial.id == trial_id, Trial.state == _Q)
+            .values(state=_R, worker_id=worker_id, started_at=now, heartbeat_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False))
+        if res.rowcount == 1:
+            return session.get(Trial, trial_id, populate_existing=True)
+    return None
+
+
+def touch_worker(session: Session, *, worker_id: str, capabilities: Mapping[str, Any],
+                 now: datetime) -> None:
+    """Record that a worker asked for work (an upsert: one row per worker id)."""
+    ins = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = ins(Worker).values(id=worker_id, capabilities=dict(capabilities), first_seen=now,
+                              last_seen=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Worker.id],
+        set_={"last_seen": now, "capabilities": dict(capabilities)})
+    session.execute(stmt)
+
+
+def idle_workers(session: Session, *, since: datetime) -> int:
+    """Workers seen since ``since`` that hold no running trial: the demand for proposals."""
+    busy = select(Trial.worker_id).where(Trial.state == _R, Trial.worker_id.is_not(None))
+    return int(session.scalar(
+        select(func.count()).select_from(Worker)
+        .where(Worker.last_seen >= since, Worker.id.not_in(busy))) or 0)
+
+
+def _leased_trial(session: Session, trial_id: int, worker_id: str | None, action: str
+                  ) -> Trial:
+    """The running trial ``trial_id`` (row-locked), or the 404/409 that explains why not.
+
+    A lease is honoured until the reaper takes the trial back: a worker that missed a
+    heartbeat but is still alive loses nothing.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.state != _R:
+        why = f"trial {trial_id} is {trial.state}, not running; {action} refused"
+        if trial.state == TrialState.ABANDONED.value:
+            successor = session.scalar(select(Trial.id).where(Trial.retry_of == trial_id))
+            why += f" (its lease expired: {trial.fail_reason}"
+            why += f"; re-queued as trial {successor})" if successor else ")"
+        raise Conflict(why)
+    if worker_id is not None and trial.worker_id != worker_id:
+        raise Conflict(f"trial {trial_id} is leased to worker {trial.worker_id!r}, "
+                       f"not {worker_id!r}; {action} refused")
+    return trial
+
+
+def heartbeat(session: Session, *, trial_id: int, worker_id: str | None, lease_seconds: float,
+              now: datetime) -> Trial:
+    trial = _leased_trial(session, trial_id, worker_id, "heartbeat")
+    trial.heartbeat_at = now
+    trial.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    return trial
+
+
+def _same_losses(a: Mapping[str, Any], b: Mapping[str, float]) -> bool:
+    return a.keys() == b.keys() and all(
+        math.isclose(float(a[k]), float(b[k]), rel_tol=1e-12, abs_tol=1e-15) for k in b)
+
+
+def add_measurement(session: Session, *, trial_id: int, data: MeasurementIn,
+                    space: SearchSpace, lease_seconds: float, now: datetime
+                    ) -> tuple[Measurement, bool]:
+    """Record one checkpoint; returns ``(row, created)``.
+
+    Re-posting the same ``(trial, step, losses)`` is a no-op (a worker retrying after a lost
+    response); different losses for a recorded step are a conflict. Posting also renews the
+    lease: a worker that reports is alive.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    losses = validate_losses(data.losses, space.reported_domains)
+    if data.step > trial.steps:
+        raise ValidationError(
+            f"step: {data.step} is beyond the trial's steps ({trial.steps})")
+    existing = session.scalar(select(Measurement).where(
+        Measurement.trial_id == trial_id, Measurement.step == data.step))
+    if existing is not None:
+        if _same_losses(existing.losses, losses):
+            return existing, False
+        raise Conflict(f"trial {trial_id} already has different losses at step {data.step}")
+    trial = _leased_trial(session, trial_id, data.worker_id, "measurement")
+    row = Measurement(trial_id=trial_id, step=data.step, losses=losses, cost=data.cost,
+                      objective=objective_of(losses, space.objective_weights or {}),
+                      created_at=now)
+    session.add(row)
+    trial.heartbeat_at = now
+    trial.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    session.flush()
+    return row, True
+
+
+def complete_trial(session: Session, *, trial_id: int, cost: float,
+                   losses: Mapping[str, float] | None, worker_id: str | None,
+                   space: SearchSpace, now: datetime) -> Trial:
+    """Finish a running trial with its measured cost (idempotent for the same cost)."""
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.state == TrialState.COMPLETED.value and trial.cost is not None \
+            and math.isclose(trial.cost, cost, rel_tol=1e-9):
+        return trial
+    trial = _leased_trial(session, trial_id, worker_id, "complete")
+    if losses:
+        add_measurement(session, trial_id=trial_id, space=space, lease_seconds=0.0, now=now,
+                        data=MeasurementIn(step=trial.steps, losses=dict(losses), cost=cost,
+                                           worker_id=worker_id))
+    n = session.scalar(select(func.count()).select_from(Measurement)
+                       .where(Measurement.trial_id == trial_id))
+    if not n:
+        raise ValidationError(
+            f"losses: trial {trial_id} has no measurements; post them to /measurements or "
+            "pass the final losses with complete")
+    trial.state = TrialState.COMPLETED.value
+    trial.cost = cost
+    trial.finished_at = now
+    trial.lease_expires_at = None
+    return trial
+
+
+def _requeue(session: Session, trial: Trial, max_attempts: int, now: datetime) -> Trial | None:
+    if trial.attempt >= max_attempts or trial.source == "import":
+        return None
+    study_state = session.scalar(select(Study.state).where(Study.id == trial.study_id))
+    if study_state not in (StudyState.RUNNING.value, StudyState.PAUSED.value):
+        return None
+    again = Trial(study_id=trial.study_id, state=_Q, source=trial.source, priority=0,
+                  mixture=dict(trial.mixture), model_size=trial.model_size, steps=trial.steps,
+                  checkpoints=list(trial.checkpoints), spec_metadata=dict(trial.spec_metadata),
+                  attempt=trial.attempt + 1, retry_of=trial.id, created_at=now)
+    session.add(again)
+    session.flush()
+    return again
+
+
+def fail_trial(session: Session, *, trial_id: int, reason: str, retryable: bool,
+               cost: float | None, worker_id: str | None, max_attempts: int, now: datetime
+               ) -> tuple[Trial, Trial | None]:
+    """Mark a running trial failed; a retryable failure re-queues its spec while attempts
+    remain. Returns ``(trial, retry or None)``."""
+    trial = _leased_trial(session, trial_id, worker_id, "fail")
+    trial.state = TrialState.FAILED.value
+    trial.fail_reason = reason
+    trial.finished_at = now
+    trial.lease_expires_at = None
+    if cost is not None:
+        trial.cost = cost
+    retry = _requeue(session, trial, max_attempts, now) if retryable else None
+    return trial, retry
+
+
+def reap_expired(session: Session, *, now: datetime, max_attempts: int) -> list[int]:
+    """Running trials whose lease lapsed become ``abandoned`` (measurements kept) and their
+    spec is re-queued while attempts remain. Returns the abandoned ids."""
+    rows = list(session.scalars(
+        select(Trial).where(Trial.state == _R, Trial.lease_expires_at < now)
+        .order_by(Trial.id).with_for_update(skip_locked=True)))
+    for trial in rows:
+        trial.state = TrialState.ABANDONED.value
+        trial.finished_at = now
+        trial.fail_reason = (f"lease expired at {trial.lease_expires_at:%Y-%m-%dT%H:%M:%SZ} "
+                             f"(worker {trial.worker_id!r})")
+        trial.lease_expires_at = None
+        _requeue(session, trial, max_attempts, now)
+    return [t.id for t in rows]
+
+
+def _checkpoints(given: Sequence[int] | None, steps: int, space: SearchSpace) -> list[int]:
+    if given is None:
+        return list(space.fidelities.checkpoint_steps(steps))
+    out = sorted({int(s) for s in given})
+    if not out or out[0] < 1 or out[-1] > steps:
+        raise ValidationError(f"checkpoints: need steps in [1, {steps}]")
+    return out
+
+
+def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: SearchSpace,
+                  now: datetime) -> Trial:
+    """A person's trial: queued to run (claimed before the strategy's), or, when it comes
+    with measurements, recorded as a completed import that informs the surrogate."""
+    if data.measurements:
+        # Imports come from earlier sweeps: any simplex point and any size in the modelled
+        # range, not just this study's bounds and ladder.
+        free = MixtureSpace(space.mixtures.domains)
+        mixture = free.to_dict(free.validate(data.mixture))
+        fid = space.fidelities
+        top = max(fid.largest_runnable, fid.target_model_size)
+        if not fid.model_sizes[0] <= data.model_size <= top:
+            raise ValidationError(
+                f"model_size: {data.model_size:g} outside the modelled range "
+                f"[{fid.model_sizes[0]:g}, {top:g}]")
+        trial = Trial(study_id=study.id, state=TrialState.COMPLETED.value, source="import",
+                      priority=0, mixture=mixture, model_size=float(data.model_size),
+                      steps=data.steps, checkpoints=sorted({m.step for m in data.measurements}),
+                      spec_metadata=dict(data.metadata or {}), cost=data.cost, created_at=now,
+                      started_at=now, finished_at=now)
+        session.add(trial)
+        session.flush()
+        seen: set[int] = set()
+        for i, m in enumerate(data.measurements):
+            losses = validate_losses(m.losses, space.reported_domains)
+            if m.step > data.steps:
+                raise ValidationError(
+                    f"measurements[{i}].step: {m.step} is beyond steps ({data.steps})")
+            if m.step in seen:
+                raise ValidationError(f"measurements[{i}].step: duplicate step {m.step}")
+            seen.add(m.step)
+            session.add(Measurement(trial_id=trial.id, step=m.step, losses=losses, cost=m.cost,
+                                    objective=objective_of(losses, space.objective_weights or {}),
+                                    created_at=now))
+        return trial
+    if StudyState(study.state).is_finished():
+        raise Conflict(f"study {study.id} is {study.state}; it takes no new trials to run")
+    w = space.mixtures.validate(data.mixture)
+    space.fidelities.validate(data.model_size, data.steps)
+    trial = Trial(study_id=study.id, state=_Q, source="user", priority=0,
+                  mixture=space.mixtures.to_dict(w), model_size=float(data.model_size),
+                  steps=data.steps, checkpoints=_checkpoints(data.checkpoints, data.steps, space),
+                  spec_metadata=dict(data.metadata or {}), created_at=now)
+    session.add(trial)
+    session.flush()
+    return trial
+
+
+# -- what strategies see ---------------------------------------------------------------------
+def _spec(trial: Trial, metadata: Mapping[str, Any] | None = None) -> TrialSpec:
+    return TrialSpec(mixture=dict(trial.mixture), model_size=float(trial.model_size),
+                     steps=int(trial.steps), checkpoints=tuple(int(c) for c in trial.checkpoints),
+                     metadata=dict(trial.spec_metadata if metadata is None else metadata))
+
+
+def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list[TrialSpec]]:
+    """``(history, pending)`` in creation order, as the study's strategy must see them.
+
+    Failed and abandoned runs with measurements are partial results (``completed=False``):
+    their learning curves still inform the surrogate. A run that was retried loses its
+    strategy metadata, so bookkeeping such as Hyperband's rungs counts the spec once.
+    """
+    trials = list_trials(session, study_id)
+    retried = {t.retry_of for t in trials if t.retry_of is not None}
+    history: list[TrialResult] = []
+    pending: list[TrialSpec] = []
+    for t in trials:
+        if t.state in (_Q, _R):
+            pending.append(_spec(t))
+            continue
+        if t.state == TrialState.CANCELLED.value or not t.measurements:
+            continue
+        meta = {"superseded": True} if t.id in retried else None
+        history.append(TrialResult(
+            spec=_spec(t, meta),
+            measurements=tuple(LibMeasurement(int(m.step), dict(m.losses))
+                               for m in t.measurements),
+            cost=t.cost, completed=t.state == TrialState.COMPLETED.value))
+    return history, pending
+
+
+def final_objective_of(trial: Trial) -> float | None:
+    """Objective at the trial's last reported step (None while nothing is reported)."""
+    for m in sorted(trial.measurements, key=lambda m: m.step, reverse=True):
+        if m.objective is not None:
+            return float(m.objective)
+    return None
+
+
+# -- the per-study proposer lock -------------------------------------------------------------
+def acquire_proposer(session: Session, *, study_id: int, holder: str, now: datetime,
+                     seconds: float) -> bool:
+    """Take the study's proposer lock unless another live holder has it."""
+    res = session.execute(
+        update(Study).where(
+            Study.id == study_id,
+            or_(Study.proposer_until.is_(None), Study.proposer_until < now,
+                Study.proposer_id == holder))
+        .values(proposer_id=holder, proposer_until=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
+def release_proposer(session: Session, *, study_id: int, holder: str) -> None:
+    session.execute(
+        update(Study).where(Study.id == study_id, Study.proposer_id == holder)
+        .values(proposer_id=None, proposer_until=None)
+        .execution_options(synchronize_session=False))
+
+
+def insert_proposals(session: Session, *, study_id: int, specs: Sequence[TrialSpec],
+                     holder: str, now: datetime) -> list[Trial]:
+    """Queue a strategy's proposals, only if ``holder`` still holds the lock (a holder whose
+    lock lapsed mid-fit must not add a second batch next to its successor's)."""
+    held = session.scalar(select(Study.proposer_id).where(Study.id == study_id)
+                          .with_for_update())
+    if held != holder:
+        return []
+    rows = [Trial(study_id=study_id, state=_Q, source="strategy", priority=1,
+                  mixture=dict(s.mixture), model_size=float(s.model_size), steps=int(s.steps),
+                  checkpoints=[int(c) for c in s.checkpoints],
+                  spec_metadata=_jsonable(s.metadata), created_at=now) for s in specs]
+    session.add_all(rows)
+    release_proposer(session, study_id=study_id, holder=holder)
+    session.flush()
+    return rows
+
+
+def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in meta.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif hasattr(v, "item"):
+            v = v.item()
+        out[str(k)] = v
+    return out
