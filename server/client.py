@@ -1,0 +1,264 @@
+"""Typed Python client of the REST API (httpx), shared by workers and orchestrators.
+
+Method names follow the REST contract (``next_trial`` is ``POST /next-trial``,
+``post_measurement`` is ``POST /trials/{id}/measurements``...) and return the same pydantic
+models the server validated. Errors are raised as :class:`APIError` subclasses carrying the
+server's message, which names the offending field::
+
+    from server.client import MFMSClient
+    client = MFMSClient("http://mfms:8000", token="...")
+    study = client.create_study(name="pile-7", domains=[...], model_sizes=[...],
+                                steps={"min": 1000, "max": 20000},
+                                target={"model_size": 1e9})
+    rec = client.recommendation(study.id)
+
+Only httpx and pydantic are imported: a worker needs neither FastAPI nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from server.schemas import (
+    Health,
+    HeartbeatResponse,
+    MeasurementPublic,
+    PredictResponse,
+    RecommendationPublic,
+    StudyList,
+    StudyPublic,
+    TrialAssignment,
+    TrialList,
+    TrialPublic,
+)
+
+__all__ = ["MFMSClient", "APIError", "NotFoundError", "ConflictError", "InvalidRequestError",
+           "AuthError", "ServerUnavailable", "ServerUnreachable"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class APIError(Exception):
+    """The server refused a request; ``status`` and ``detail`` are its answer."""
+
+    def __init__(self, status: int, detail: str, method: str = "", path: str = "") -> None:
+        super().__init__(f"{method} {path} -> {status}: {detail}".strip())
+        self.status = status
+        self.detail = detail
+
+
+class InvalidRequestError(APIError):
+    """422/400/413: the request itself is wrong (the detail names the field)."""
+
+
+class AuthError(APIError):
+    """401: missing or wrong token."""
+
+
+class NotFoundError(APIError):
+    """404: unknown study or trial (or nothing to recommend yet)."""
+
+
+class ConflictError(APIError):
+    """409: the resource's state forbids this (e.g. the trial's lease expired)."""
+
+
+class ServerUnavailable(APIError):
+    """503 or 5xx: the server or its database is down; retrying later is right."""
+
+
+class ServerUnreachable(Exception):
+    """No HTTP answer at all (connection refused, timeout, DNS)."""
+
+
+def _error(resp: httpx.Response) -> APIError:
+    try:
+        detail = str(resp.json().get("detail", resp.text))
+    except ValueError:
+        detail = resp.text[:500]
+    cls: type[APIError]
+    if resp.status_code == 401:
+        cls = AuthError
+    elif resp.status_code == 404:
+        cls = NotFoundError
+    elif resp.status_code == 409:
+        cls = ConflictError
+    elif resp.status_code >= 500:
+        cls = ServerUnavailable
+    else:
+        cls = InvalidRequestError
+    return cls(resp.status_code, detail, resp.request.method, resp.request.url.path)
+
+
+class MFMSClient:
+    """Client of one mfms-bo server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000``.
+        token: the server's ``MFMS_API_TOKEN`` when it has one.
+        timeout: seconds per request (``/next-trial`` may wait for a proposal).
+        retries: extra attempts for requests that are safe to repeat (reads, heartbeats,
+            measurements - idempotent on (trial, step) - and completes), on transport
+            errors and 5xx, with exponential backoff.
+        http: an existing ``httpx.Client`` (tests pass FastAPI's ``TestClient``).
+    """
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None,
+                 timeout: float = 60.0, retries: int = 0,
+                 http: httpx.Client | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self._headers = headers
+        self.retries = int(retries)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MFMSClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 params: Mapping[str, Any] | None = None, idempotent: bool = False
+                 ) -> httpx.Response:
+        attempts = 1 + (self.retries if idempotent or method == "GET" else 0)
+        delay = 0.5
+        for i in range(attempts):
+            try:
+                resp = self._http.request(method, path, json=json, params=params,
+                                          headers=self._headers)
+            except httpx.TransportError as exc:
+                if i == attempts - 1:
+                    raise ServerUnreachable(f"{method} {path}: {exc!r}") from exc
+            else:
+                if resp.status_code < 400 or resp.status_code == 204:
+                    return resp
+                if resp.status_code < 500 or i == attempts - 1:
+                    raise _error(resp)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    def _get(self, path: str, model: type[M], params: Mapping[str, Any] | None = None) -> M:
+        return model.model_validate(self._request("GET", path, params=params).json())
+
+    def _post(self, path: str, model: type[M], body: Any = None, idempotent: bool = False
+              ) -> M:
+        return model.model_validate(
+            self._request("POST", path, json=body, idempotent=idempotent).json())
+
+    # -- studies ---------------------------------------------------------------------------
+    def create_study(self, study: Mapping[str, Any] | None = None, **fields: Any
+                     ) -> StudyPublic:
+        """``POST /studies`` with the contract's fields (a dict, keywords, or both)."""
+        return self._post("/studies", StudyPublic, {**(study or {}), **fields})
+
+    def list_studies(self) -> list[StudyPublic]:
+        return self._get("/studies", StudyList).studies
+
+    def get_study(self, study_id: int) -> StudyPublic:
+        return self._get(f"/studies/{study_id}", StudyPublic)
+
+    def pause_study(self, study_id: int) -> StudyPublic:
+        return self._post(f"/studies/{study_id}/pause", StudyPublic, idempotent=True)
+
+    def resume_study(self, study_id: int) -> StudyPublic:
+        return self._post(f"/studies/{study_id}/resume", StudyPublic, idempotent=True)
+
+    def stop_study(self, study_id: int) -> StudyPublic:
+        return self._post(f"/studies/{study_id}/stop", StudyPublic, idempotent=True)
+
+    def enqueue_trial(self, study_id: int, mixture: Mapping[str, float], model_size: float,
+                      steps: int, checkpoints: Sequence[int] | None = None,
+                      measurements: Sequence[Mapping[str, Any]] | None = None,
+                      cost: float | None = None, metadata: Mapping[str, Any] | None = None
+                      ) -> TrialPublic:
+        """``POST /studies/{id}/trials``: queue a trial, or import one with its results."""
+        body: dict[str, Any] = {"mixture": dict(mixture), "model_size": model_size,
+                                "steps": steps}
+        for key, value in (("checkpoints", checkpoints), ("measurements", measurements),
+                           ("cost", cost), ("metadata", metadata)):
+            if value is not None:
+                body[key] = list(value) if key in ("checkpoints", "measurements") else value
+        return self._post(f"/studies/{study_id}/trials", TrialPublic, body)
+
+    def list_trials(self, study_id: int, state: str | None = None) -> list[TrialPublic]:
+        params = {"state": state} if state else None
+        return self._get(f"/studies/{study_id}/trials", TrialList, params).trials
+
+    def get_trial(self, trial_id: int) -> TrialPublic:
+        return self._get(f"/trials/{trial_id}", TrialPublic)
+
+    def recommendation(self, study_id: int) -> RecommendationPublic:
+        return self._get(f"/studies/{study_id}/recommendation", RecommendationPublic)
+
+    def predict(self, study_id: int, mixtures: Sequence[Mapping[str, float]],
+                model_size: float | None = None, steps: int | None = None
+                ) -> PredictResponse:
+        body: dict[str, Any] = {"mixtures": [dict(m) for m in mixtures]}
+        if model_size is not None:
+            body["model_size"] = model_size
+        if steps is not None:
+            body["steps"] = steps
+        return self._post(f"/studies/{study_id}/predict", PredictResponse, body,
+                          idempotent=True)
+
+    # -- the worker protocol ---------------------------------------------------------------
+    def next_trial(self, worker_id: str, study_id: int | None = None,
+                   max_model_size: float | None = None) -> TrialAssignment | None:
+        """``POST /next-trial``: a leased trial, or None when there is no work now."""
+        body: dict[str, Any] = {"worker_id": worker_id}
+        if study_id is not None:
+            body["study_id"] = study_id
+        if max_model_size is not None:
+            body["capabilities"] = {"max_model_size": max_model_size}
+        resp = self._request("POST", "/next-trial", json=body)
+        if resp.status_code == 204:
+            return None
+        return TrialAssignment.model_validate(resp.json())
+
+    def heartbeat(self, trial_id: int, worker_id: str | None = None) -> HeartbeatResponse:
+        body = {"worker_id": worker_id} if worker_id else None
+        return self._post(f"/trials/{trial_id}/heartbeat", HeartbeatResponse, body,
+                          idempotent=True)
+
+    def post_measurement(self, trial_id: int, step: int, losses: Mapping[str, float],
+                         cost: float | None = None, worker_id: str | None = None
+                         ) -> MeasurementPublic:
+        body: dict[str, Any] = {"step": int(step), "losses": dict(losses)}
+        if cost is not None:
+            body["cost"] = cost
+        if worker_id:
+            body["worker_id"] = worker_id
+        return self._post(f"/trials/{trial_id}/measurements", MeasurementPublic, body,
+                          idempotent=True)
+
+    def complete_trial(self, trial_id: int, cost: float,
+                       losses: Mapping[str, float] | None = None,
+                       worker_id: str | None = None) -> TrialPublic:
+        body: dict[str, Any] = {"cost": cost}
+        if losses is not None:
+            body["losses"] = dict(losses)
+        if worker_id:
+            body["worker_id"] = worker_id
+        return self._post(f"/trials/{trial_id}/complete", TrialPublic, body, idempotent=True)
+
+    def fail_trial(self, trial_id: int, reason: str, retryable: bool = False,
+                   worker_id: str | None = None, cost: float | None = None) -> TrialPublic:
+        body: dict[str, Any] = {"reason": reason, "retryable": retryable}
+        if worker_id:
+            body["worker_id"] = worker_id
+        if cost is not None:
+            body["cost"] = cost
+        return self._post(f"/trials/{trial_id}/fail", TrialPublic, body)
+
+    def healthz(self) -> Health:
+        return self._get("/healthz", Health)
