@@ -64,7 +64,9 @@ class Proposer:
             if want <= 0:
                 self._complete_if_done(s, study_id)
                 return TopUp(0)
-            if not storage.acquire_proposer(s, study_id=study_id, holder=self.holder, now=now,
+            # One token per call: two threads of this process must exclude each other too.
+            holder = f"{self.holder[:80]}:{uuid.uuid4().hex[:8]}"
+            if not storage.acquire_proposer(s, study_id=study_id, holder=holder, now=now,
                                             seconds=self.settings.proposal_lock_seconds):
                 return TopUp(0, busy=True)
             config, seed = dict(study.config), int(study.seed)
@@ -76,8 +78,11 @@ class Proposer:
                                   max_model_size)
             self.fit_seconds = [*self.fit_seconds[-99:], time.perf_counter() - t0]
             with self.db.session() as s:
-                rows = storage.insert_proposals(s, study_id=study_id, specs=specs,
-                                                holder=self.holder, now=utcnow())
+                # Re-check the budget under the lock: trials may have been enqueued by hand
+                # while the strategy worked.
+                room = self._budget_room(s, storage.get_study(s, study_id))
+                rows = storage.insert_proposals(s, study_id=study_id, specs=specs[:max(room, 0)],
+                                                holder=holder, now=utcnow())
                 if not specs and not pending and max_model_size is None:
                     # The strategy has nothing left (e.g. a pool tried at every fidelity).
                     self._complete_if_done(s, study_id, nothing_left=True)
@@ -88,7 +93,7 @@ class Proposer:
         except BaseException:
             try:
                 with self.db.session() as s:
-                    storage.release_proposer(s, study_id=study_id, holder=self.holder)
+                    storage.release_proposer(s, study_id=study_id, holder=holder)
             except Exception:  # the lock lapses by itself
                 log.warning("study %d: could not release the proposer lock", study_id)
             raise

@@ -448,8 +448,7 @@ def acquire_proposer(session: Session, *, study_id: int, holder: str, now: datet
     res = session.execute(
         update(Study).where(
             Study.id == study_id,
-            or_(Study.proposer_until.is_(None), Study.proposer_until < now,
-                Study.proposer_id == holder))
+            or_(Study.proposer_until.is_(None), Study.proposer_until < now))
         .values(proposer_id=holder, proposer_until=now + timedelta(seconds=seconds))
         .execution_options(synchronize_session=False))
     return res.rowcount == 1

@@ -78,8 +78,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
 
 def make_settings(url: str, **overrides) -> Settings:  # noqa: ANN003
     """Test settings: no background thread (tests drive maintenance explicitly)."""
-    return Settings(database_url=url, background=False, next_trial_wait_seconds=2.0,
-                    **overrides)
+    values = {"background": False, "next_trial_wait_seconds": 2.0, **overrides}
+    return Settings(database_url=url, **values)
 
 
 @pytest.fixture
