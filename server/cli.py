@@ -1,0 +1,174 @@
+"""The ``mfms`` command: ``serve``, ``db``, ``worker``, ``study``, ``demo`` and ``bench``.
+
+Each subcommand imports what it needs when it runs, so ``mfms worker`` on a GPU node never
+loads the server's database stack and ``mfms bench`` never loads the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+
+from mfms_bo.cli import add_bench_command
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.config import Settings
+
+    overrides = {"auto_upgrade": True} if args.upgrade else {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    app = create_app(Settings(**overrides))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from server import migrate
+    from server.config import Settings
+
+    url = args.database_url or Settings().database_url
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(url, args.revision or "base")
+    print(f"database at revision {migrate.current_revision(url)} "
+          f"(head {migrate.head_revision()})")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from server.client import MFMSClient
+    from workers.agent import WorkerAgent
+
+    if args.backend == "simulate":
+        from workers.backends.simulate import SimulateBackend
+
+        backend = SimulateBackend(args.problem, time_per_cost=args.time_per_cost)
+    else:  # argparse restricts the choices
+        raise SystemExit(f"unknown backend {args.backend!r}")
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    token = args.token or os.environ.get("MFMS_API_TOKEN")
+    agent = WorkerAgent(MFMSClient(args.server, token=token, retries=5), backend, worker_id,
+                        study_id=args.study, max_model_size=args.max_model_size,
+                        max_trials=args.max_trials, once=args.once,
+                        echo=lambda line: print(line, flush=True))
+    agent.install_signal_handlers()
+    print(f"worker {worker_id}: polling {args.server} (backend {backend.name})", flush=True)
+    n = agent.run()
+    print(f"worker {worker_id}: {n} trial(s) completed", flush=True)
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from server.client import MFMSClient, NotFoundError
+
+    client = MFMSClient(args.server, token=args.token or os.environ.get("MFMS_API_TOKEN"))
+    if args.action == "create":
+        with open(args.file) as f:
+            study = client.create_study(json.load(f))
+        print(json.dumps(study.model_dump(mode="json"), indent=1))
+        return 0
+    if args.action == "list":
+        for s in client.list_studies():
+            print(f"{s.id:5d}  {s.state:9s}  {s.name:30s}  trials {s.counts['completed']:4d} "
+                  f"done {s.counts['running']:3d} running  cost {s.cost_spent:.4g}")
+        return 0
+    study = client.get_study(args.id)
+    print(json.dumps(study.model_dump(mode="json"), indent=1))
+    try:
+        rec = client.recommendation(args.id)
+        print(json.dumps({"recommendation": rec.model_dump(mode="json")}, indent=1))
+    except NotFoundError as exc:
+        print(f"no recommendation yet: {exc.detail}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from server.demo import run_demo
+
+    return run_demo(args.problem, args.strategy, args.workers, args.max_trials, args.budget,
+                    args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfms", description="Multi-fidelity, multi-scale "
+                                "Bayesian optimisation of pretraining data mixtures.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the REST server (config from MFMS_* env vars)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--database-url", default=None, help="overrides MFMS_DATABASE_URL")
+    s.add_argument("--upgrade", action="store_true", help="run migrations before serving")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=_cmd_serve)
+
+    d = sub.add_parser("db", help="database migrations (Alembic)")
+    d.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    d.add_argument("--revision", default=None, help="default: head (upgrade), base (downgrade)")
+    d.add_argument("--database-url", default=None, help="overrides MFMS_DATABASE_URL")
+    d.set_defaults(func=_cmd_db)
+
+    w = sub.add_parser("worker", help="poll a server for trials and run them")
+    w.add_argument("--server", required=True, help="e.g. http://mfms:8000")
+    w.add_argument("--token", default=None, help="default: $MFMS_API_TOKEN")
+    w.add_argument("--study", type=int, default=None, help="only this study's trials")
+    w.add_argument("--backend", choices=["simulate"], default="simulate")
+    w.add_argument("--problem", default="sim-k5", help="simulate: benchmark problem")
+    w.add_argument("--time-per-cost", type=float, default=0.0,
+                   help="simulate: seconds slept per unit of trial cost")
+    w.add_argument("--max-model-size", type=float, default=None,
+                   help="largest model (parameters) this machine can train")
+    w.add_argument("--max-trials", type=int, default=None)
+    w.add_argument("--once", action="store_true", help="exit when there is no work")
+    w.add_argument("--worker-id", default=None, help="default: hostname-pid")
+    w.set_defaults(func=_cmd_worker)
+
+    st = sub.add_parser("study", help="create, list or show studies on a server")
+    st.add_argument("action", choices=["create", "list", "show"])
+    st.add_argument("id", type=int, nargs="?", help="show: the study id")
+    st.add_argument("--server", default="http://127.0.0.1:8000")
+    st.add_argument("--token", default=None)
+    st.add_argument("--file", default=None, help="create: JSON body of POST /studies")
+    st.set_defaults(func=_cmd_study)
+
+    dm = sub.add_parser("demo", help="server + simulated workers end to end on a temp SQLite")
+    dm.add_argument("--problem", default="sim-k5", help="shipped name or file.py:NAME")
+    dm.add_argument("--strategy", default="mfms-bo")
+    dm.add_argument("--workers", type=int, default=2)
+    dm.add_argument("--max-trials", type=int, default=40)
+    dm.add_argument("--budget", type=float, default=None,
+                    help="cost budget (default: 6 full-size runs)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.set_defaults(func=_cmd_demo)
+
+    add_bench_command(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "study" and args.action == "create" and not args.file:
+        print("mfms study create: --file is required", file=sys.stderr)
+        return 2
+    if args.command == "study" and args.action == "show" and args.id is None:
+        print("mfms study show: the study id is required", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

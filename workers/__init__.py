@@ -1,0 +1,1 @@
+"""Workers: the agent that polls ``/next-trial``, runs trials with a backend and reports."""

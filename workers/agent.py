@@ -1,0 +1,215 @@
+"""The worker agent: claim -> run -> report -> complete, forever (or ``--max-trials``).
+
+* Heartbeats run in a thread every third of the lease, so a long checkpoint never loses it.
+* Every measurement is posted as it happens; if the server is unreachable it is buffered and
+  re-sent (measurements are idempotent on (trial, step)) before the trial completes, so a
+  server blip loses nothing.
+* SIGTERM / SIGINT: the current trial is reported failed-retryable (the server re-queues
+  it with its partial curve kept) and the agent exits.
+* No work (204): wait with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+
+from server.client import (
+    APIError,
+    ConflictError,
+    MFMSClient,
+    ServerUnavailable,
+    ServerUnreachable,
+)
+from server.schemas import TrialAssignment
+from workers.backends import Backend
+
+__all__ = ["WorkerAgent", "TrialStopped"]
+
+log = logging.getLogger("mfms.worker")
+
+_TRANSIENT = (ServerUnreachable, ServerUnavailable)
+
+
+class TrialStopped(Exception):
+    """Raised inside a backend's ``report`` when the agent must abandon the trial."""
+
+
+class WorkerAgent:
+    def __init__(self, client: MFMSClient, backend: Backend, worker_id: str,
+                 study_id: int | None = None, max_model_size: float | None = None,
+                 max_trials: int | None = None, once: bool = False,
+                 poll_min: float = 1.0, poll_max: float = 30.0,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.client = client
+        self.backend = backend
+        self.worker_id = worker_id
+        self.study_id = study_id
+        self.max_model_size = max_model_size
+        self.max_trials = max_trials
+        self.once = once
+        self.poll_min, self.poll_max = poll_min, poll_max
+        self.echo = echo or (lambda line: log.info("%s", line))
+        self.stop_event = threading.Event()
+        self.trials_done = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: object) -> None:
+            self.echo(f"{self.worker_id}: got {signal.Signals(signum).name}; stopping after "
+                      "reporting the current trial as retryable")
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> int:
+        """Work until stopped, out of trials, or (``once``) out of work; returns trials done."""
+        idle = self.poll_min
+        while not self.stop_event.is_set():
+            if self.max_trials is not None and self.trials_done >= self.max_trials:
+                break
+            try:
+                trial = self.client.next_trial(self.worker_id, self.study_id,
+                                               self.max_model_size)
+            except _TRANSIENT as exc:
+                self.echo(f"{self.worker_id}: server unavailable ({exc}); retrying")
+                self._sleep(idle)
+                idle = min(idle * 2, self.poll_max)
+                continue
+            if trial is None:
+                if self.once or self._study_finished():
+                    break
+                self._sleep(idle)
+                idle = min(idle * 2, self.poll_max)
+                continue
+            idle = self.poll_min
+            self.run_trial(trial)
+        return self.trials_done
+
+    def _study_finished(self) -> bool:
+        if self.study_id is None:
+            return False
+        try:
+            return self.client.get_study(self.study_id).state in ("completed", "stopped")
+        except (APIError, ServerUnreachable):
+            return False
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop_event.wait(seconds * random.uniform(0.5, 1.5))
+
+    # -- one trial -------------------------------------------------------------------------
+    def run_trial(self, trial: TrialAssignment) -> bool:
+        """Run, report and finish one claimed trial; True when it completed."""
+        tid = trial.trial_id
+        t0 = time.monotonic()
+        buffer: list[tuple[int, dict[str, float], float | None]] = []
+        lost = threading.Event()  # the server took the trial back (lease lapsed, stopped)
+        beat = threading.Thread(target=self._heartbeats, args=(trial, lost), daemon=True)
+        beat.start()
+
+        def report(step: int, losses: dict[str, float], cost: float | None) -> None:
+            if self.stop_event.is_set() or lost.is_set():
+                raise TrialStopped("worker stopping" if self.stop_event.is_set()
+                                   else "the server took the trial back")
+            buffer.append((step, dict(losses), cost))
+            self._flush(tid, buffer)
+
+        try:
+            cost = self.backend.run(trial, report)
+        except TrialStopped as exc:
+            reason = f"worker {self.worker_id} stopped: {exc}"
+            self._try_flush(tid, buffer)
+            if not lost.is_set():
+                self._finish(lambda: self.client.fail_trial(tid, reason, retryable=True,
+                                                            worker_id=self.worker_id))
+            self.echo(f"{self.worker_id}: trial {tid} interrupted ({exc})")
+            return False
+        except Exception as exc:  # noqa: BLE001 - any backend failure fails the trial
+            tail = "".join(traceback.format_exception(exc))[-2000:]
+            reason = f"{exc}\n{tail}"
+            self._try_flush(tid, buffer)
+            self._finish(lambda: self.client.fail_trial(tid, reason, worker_id=self.worker_id))
+            self.echo(f"{self.worker_id}: trial {tid} failed: {exc}")
+            return False
+        finally:
+            lost.set()  # ends the heartbeat thread
+        if not self._try_flush(tid, buffer, patience=600.0):
+            self.echo(f"{self.worker_id}: trial {tid}: could not deliver "
+                      f"{len(buffer)} measurement(s); leaving the trial to its lease")
+            return False
+        done = self._finish(lambda: self.client.complete_trial(tid, cost,
+                                                               worker_id=self.worker_id))
+        self.trials_done += 1
+        obj = f"{done.objective:.4f}" if done is not None and done.objective is not None else "-"
+        mix = " ".join(f"{v:.2f}" for v in trial.mixture.values())
+        self.echo(f"{self.worker_id}: trial {tid:4d} size {trial.model_size / 1e6:7.4g}M steps "
+                  f"{trial.steps:7d} w=[{mix}] objective {obj} cost {cost:.4g} "
+                  f"({time.monotonic() - t0:.1f} s)")
+        return True
+
+    def _flush(self, tid: int, buffer: list, patience: float = 0.0) -> bool:
+        """Send buffered measurements in order; keep what could not be sent. With
+        ``patience`` > 0, retry transient failures for that many seconds."""
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while buffer:
+            step, losses, cost = buffer[0]
+            try:
+                self.client.post_measurement(tid, step, losses, cost, worker_id=self.worker_id)
+            except _TRANSIENT:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+                continue
+            except ConflictError as exc:
+                # The trial is no longer ours (lease lapsed and re-queued): stop running it.
+                raise TrialStopped(str(exc)) from exc
+            buffer.pop(0)
+        return True
+
+    def _try_flush(self, tid: int, buffer: list, patience: float = 30.0) -> bool:
+        try:
+            return self._flush(tid, buffer, patience)
+        except TrialStopped as exc:
+            self.echo(f"{self.worker_id}: trial {tid}: {exc}")
+            return False
+
+    def _finish(self, call: Callable[[], object], patience: float = 600.0):  # noqa: ANN202
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except _TRANSIENT:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+            except ConflictError as exc:
+                self.echo(f"{self.worker_id}: {exc.detail}")
+                return None
+
+    def _heartbeats(self, trial: TrialAssignment, lost: threading.Event) -> None:
+        interval = max(0.2, trial.lease_seconds / 3)
+        while not lost.wait(interval):
+            try:
+                hb = self.client.heartbeat(trial.trial_id, worker_id=self.worker_id)
+                if hb.should_stop:
+                    self.echo(f"{self.worker_id}: study stopped; abandoning trial "
+                              f"{trial.trial_id}")
+                    lost.set()
+            except ConflictError as exc:
+                self.echo(f"{self.worker_id}: lost trial {trial.trial_id}: {exc.detail}")
+                lost.set()
+            except (*_TRANSIENT, APIError) as exc:
+                log.warning("heartbeat for trial %d failed: %s", trial.trial_id, exc)
