@@ -1,0 +1,106 @@
+"""The worker agent against an in-process server: runs, failures, interruptions, blips."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server import migrate
+from server.app import create_app
+from server.client import MFMSClient, ServerUnreachable
+from server.config import Settings
+from server.demo import study_of_problem
+from workers.agent import WorkerAgent
+from workers.backends.simulate import SimulateBackend
+
+
+@pytest.fixture
+def api(tmp_path):  # noqa: ANN001, ANN201
+    url = f"sqlite:///{tmp_path}/w.db"
+    migrate.upgrade(url)
+    app = create_app(Settings(database_url=url, background=False, next_trial_wait_seconds=1))
+    with TestClient(app) as http:
+        yield MFMSClient(http=http)
+
+
+@pytest.fixture(scope="module")
+def problem():  # noqa: ANN201
+    from mfms_bo.bench.problems.simulated import make_simulated
+
+    return make_simulated("t", k=3, seed=1, model_sizes=[20e6, 60e6], target_model_size=60e6,
+                          steps=(500, 4000), checkpoints=4)
+
+
+def _study(api: MFMSClient, problem, trials: int, strategy: str = "random") -> int:  # noqa: ANN001
+    return api.create_study(study_of_problem(problem, "t", strategy, 0,
+                                             {"trials": trials})).id
+
+
+def test_agent_runs_a_study_to_completion(api: MFMSClient, problem) -> None:  # noqa: ANN001
+    sid = _study(api, problem, 4)
+    lines: list[str] = []
+    agent = WorkerAgent(api, SimulateBackend(problem), "w1", study_id=sid, poll_min=0.01,
+                        poll_max=0.05, echo=lines.append)
+    assert agent.run() == 4
+    trials = api.list_trials(sid)
+    assert [t.state for t in trials] == ["completed"] * 4
+    assert all(len(t.measurements) == len(t.checkpoints) for t in trials)
+    assert api.get_study(sid).state == "completed"
+    assert sum("objective" in line for line in lines) == 4
+
+
+class Broken:
+    name = "broken"
+
+    def run(self, trial, report):  # noqa: ANN001, ANN201
+        report(trial.checkpoints[0], {d: 1.0 for d in trial.mixture}, None)
+        raise RuntimeError("disk full")
+
+
+def test_backend_failure_fails_the_trial_with_its_reason(api: MFMSClient, problem) -> None:  # noqa: ANN001
+    sid = _study(api, problem, 3)
+    agent = WorkerAgent(api, Broken(), "w1", study_id=sid, max_trials=1, once=True,
+                        echo=lambda _: None)
+    agent.run_trial(api.next_trial("w1", study_id=sid))
+    t = api.list_trials(sid)[0]
+    assert t.state == "failed" and "disk full" in t.fail_reason
+    assert len(t.measurements) == 1  # what it reported before failing is kept
+
+
+def test_stop_reports_the_trial_retryable(api: MFMSClient, problem) -> None:  # noqa: ANN001
+    sid = _study(api, problem, 3)
+    agent = WorkerAgent(api, SimulateBackend(problem), "w1", study_id=sid, echo=lambda _: None)
+
+    class StopAfterFirst(SimulateBackend):
+        def run(self, trial, report):  # noqa: ANN001, ANN201
+            def wrapped(step, losses, cost):  # noqa: ANN001, ANN202
+                report(step, losses, cost)
+                agent.stop()  # as the SIGTERM handler does
+            return super().run(trial, wrapped)
+
+    agent.backend = StopAfterFirst(problem)
+    first = api.next_trial("w1", study_id=sid)
+    assert agent.run_trial(first) is False
+    t = api.get_trial(first.trial_id)
+    assert t.state == "failed" and "stopped" in t.fail_reason and len(t.measurements) == 1
+    retry = api.next_trial("w2", study_id=sid)
+    assert retry.attempt == 2 and retry.mixture == first.mixture
+
+
+def test_measurements_survive_a_server_blip(api: MFMSClient, problem, monkeypatch) -> None:  # noqa: ANN001
+    sid = _study(api, problem, 1)
+    real = api.post_measurement
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] in (1, 2, 4):
+            raise ServerUnreachable("connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "post_measurement", flaky)
+    agent = WorkerAgent(api, SimulateBackend(problem), "w1", study_id=sid,
+                        echo=lambda _: None)
+    assert agent.run_trial(api.next_trial("w1", study_id=sid)) is True
+    t = api.list_trials(sid)[0]
+    assert t.state == "completed" and len(t.measurements) == len(t.checkpoints)
