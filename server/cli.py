@@ -24,11 +24,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from server.app import create_app
     from server.config import Settings
 
-    overrides = {"auto_upgrade": True} if args.upgrade else {}
     if args.database_url:
-        overrides["database_url"] = args.database_url
-    app = create_app(Settings(**overrides))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        os.environ["MFMS_DATABASE_URL"] = args.database_url
+    if args.upgrade:
+        from server import migrate
+
+        migrate.upgrade(Settings().database_url)  # once, before any worker process starts
+    if args.workers > 1:
+        # Several processes share the database (the source of truth); each builds its app
+        # from the same MFMS_* environment.
+        uvicorn.run("server.app:create_app", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+        return 0
+    uvicorn.run(create_app(Settings()), host=args.host, port=args.port,
+                log_level=args.log_level)
     return 0
 
 
@@ -111,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database-url", default=None, help="overrides MFMS_DATABASE_URL")
     s.add_argument("--upgrade", action="store_true", help="run migrations before serving")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--workers", type=int, default=1,
+                   help="server processes (they coordinate through the database)")
     s.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("db", help="database migrations (Alembic)")

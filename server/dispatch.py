@@ -36,11 +36,10 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
                study_id: int | None, max_model_size: float | None) -> Claim:
     caps = {"max_model_size": max_model_size} if max_model_size is not None else {}
     now = utcnow()
-    with db.session() as s:
+    with db.session() as s:  # the fast path: one transaction
         storage.touch_worker(s, worker_id=worker_id, capabilities=caps, now=now)
-    with db.session() as s:
         storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
-    claim = _claim(db, settings, worker_id, study_id, max_model_size)
+        claim = _claim_in(s, settings, worker_id, study_id, max_model_size)
     if claim.trial is not None or (claim.study_state not in (None, StudyState.RUNNING.value)):
         return claim
     deadline = time.monotonic() + settings.next_trial_wait_seconds
@@ -63,15 +62,16 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
 def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | None,
            max_model_size: float | None) -> Claim:
     with db.session() as s:
-        state = None
-        if study_id is not None:
-            state = storage.get_study(s, study_id).state
-        trial = storage.claim_trial(s, worker_id=worker_id, study_id=study_id,
-                                    max_model_size=max_model_size,
-                                    lease_seconds=settings.lease_seconds, now=utcnow())
-        if trial is not None:
-            _ = trial.study.config  # load what the response needs before detaching
-        return Claim(trial, state)
+        return _claim_in(s, settings, worker_id, study_id, max_model_size)
+
+
+def _claim_in(s, settings: Settings, worker_id: str, study_id: int | None,  # noqa: ANN001
+              max_model_size: float | None) -> Claim:
+    state = storage.get_study(s, study_id).state if study_id is not None else None
+    trial = storage.claim_trial(s, worker_id=worker_id, study_id=study_id,
+                                max_model_size=max_model_size,
+                                lease_seconds=settings.lease_seconds, now=utcnow())
+    return Claim(trial, state)
 
 
 def _running_studies(db: Database, study_id: int | None) -> list[int]:

@@ -57,6 +57,9 @@ class Maintainer:
             except Exception:
                 log.exception("maintenance pass failed")
             self._wake.wait(self.settings.maintenance_interval_seconds)
+            # Coalesce bursts of wake-ups (every claim and completion wakes us): under load
+            # a pass per request would double the database work for nothing.
+            self._stop.wait(min(0.25, self.settings.maintenance_interval_seconds))
             self._wake.clear()
 
     def tick(self) -> None:

@@ -131,6 +131,15 @@ class Proposer:
     def finish_if_done(self, study_id: int) -> bool:
         """Mark a running study completed once its budget is spent and nothing is in flight."""
         with self.db.session() as s:
+            # Unlocked pre-check: most calls find work in flight, and must not serialise
+            # every /complete on the study row.
+            study = storage.get_study(s, study_id)
+            if study.state != StudyState.RUNNING.value or not study.config.get("budget"):
+                return False
+            counts = storage.study_counts(s, [study_id])[study_id]
+            if counts[TrialState.QUEUED.value] or counts[TrialState.RUNNING.value]:
+                return False
+        with self.db.session() as s:
             return self._complete_if_done(s, study_id)
 
     def _complete_if_done(self, s, study_id: int, nothing_left: bool = False  # noqa: ANN001

@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from mfms_bo.errors import ValidationError
 from mfms_bo.space import MixtureSpace, SearchSpace
@@ -138,10 +138,15 @@ def queued_count(session: Session, study_id: int) -> int:
 
 
 # -- trials ----------------------------------------------------------------------------------
-def get_trial(session: Session, trial_id: int, *, lock: bool = False) -> Trial:
+def get_trial(session: Session, trial_id: int, *, lock: bool = False,
+              with_study: bool = False) -> Trial:
+    """The trial (404 if unknown); ``lock`` row-locks it, ``with_study`` loads its study in
+    the same query (the write routes need the study's config)."""
     q = select(Trial).where(Trial.id == trial_id)
+    if with_study:
+        q = q.options(joinedload(Trial.study, innerjoin=True))
     if lock:
-        q = q.with_for_update()
+        q = q.with_for_update(of=Trial)
     trial = session.scalar(q)
     if trial is None:
         raise NotFound(f"trial {trial_id} not found")
@@ -181,7 +186,8 @@ def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
                     lease_expires_at=now + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False))
         if res.rowcount == 1:
-            return session.get(Trial, trial_id, populate_existing=True)
+            return session.get(Trial, trial_id, populate_existing=True,
+                               options=[joinedload(Trial.study, innerjoin=True)])
     return None
 
 
@@ -205,14 +211,16 @@ def idle_workers(session: Session, *, since: datetime) -> int:
         .where(Worker.last_seen >= since, Worker.id.not_in(busy))) or 0)
 
 
-def _leased_trial(session: Session, trial_id: int, worker_id: str | None, action: str
+def _leased_trial(session: Session, trial_id: int | Trial, worker_id: str | None, action: str
                   ) -> Trial:
-    """The running trial ``trial_id`` (row-locked), or the 404/409 that explains why not.
+    """The running trial (row-locked; pass an already locked row to skip the query), or the
+    404/409 that explains why not.
 
     A lease is honoured until the reaper takes the trial back: a worker that missed a
     heartbeat but is still alive loses nothing.
     """
-    trial = get_trial(session, trial_id, lock=True)
+    trial = trial_id if isinstance(trial_id, Trial) else get_trial(session, trial_id, lock=True)
+    trial_id = trial.id
     if trial.state != _R:
         why = f"trial {trial_id} is {trial.state}, not running; {action} refused"
         if trial.state == TrialState.ABANDONED.value:
@@ -228,7 +236,8 @@ def _leased_trial(session: Session, trial_id: int, worker_id: str | None, action
 
 def heartbeat(session: Session, *, trial_id: int, worker_id: str | None, lease_seconds: float,
               now: datetime) -> Trial:
-    trial = _leased_trial(session, trial_id, worker_id, "heartbeat")
+    trial = get_trial(session, trial_id, lock=True, with_study=True)
+    trial = _leased_trial(session, trial, worker_id, "heartbeat")
     trial.heartbeat_at = now
     trial.lease_expires_at = now + timedelta(seconds=lease_seconds)
     return trial
@@ -239,28 +248,27 @@ def _same_losses(a: Mapping[str, Any], b: Mapping[str, float]) -> bool:
         math.isclose(float(a[k]), float(b[k]), rel_tol=1e-12, abs_tol=1e-15) for k in b)
 
 
-def add_measurement(session: Session, *, trial_id: int, data: MeasurementIn,
+def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
                     space: SearchSpace, lease_seconds: float, now: datetime
                     ) -> tuple[Measurement, bool]:
-    """Record one checkpoint; returns ``(row, created)``.
+    """Record one checkpoint of a row-locked ``trial``; returns ``(row, created)``.
 
     Re-posting the same ``(trial, step, losses)`` is a no-op (a worker retrying after a lost
     response); different losses for a recorded step are a conflict. Posting also renews the
     lease: a worker that reports is alive.
     """
-    trial = get_trial(session, trial_id, lock=True)
     losses = validate_losses(data.losses, space.reported_domains)
     if data.step > trial.steps:
         raise ValidationError(
             f"step: {data.step} is beyond the trial's steps ({trial.steps})")
     existing = session.scalar(select(Measurement).where(
-        Measurement.trial_id == trial_id, Measurement.step == data.step))
+        Measurement.trial_id == trial.id, Measurement.step == data.step))
     if existing is not None:
         if _same_losses(existing.losses, losses):
             return existing, False
-        raise Conflict(f"trial {trial_id} already has different losses at step {data.step}")
-    trial = _leased_trial(session, trial_id, data.worker_id, "measurement")
-    row = Measurement(trial_id=trial_id, step=data.step, losses=losses, cost=data.cost,
+        raise Conflict(f"trial {trial.id} already has different losses at step {data.step}")
+    _leased_trial(session, trial, data.worker_id, "measurement")
+    row = Measurement(trial_id=trial.id, step=data.step, losses=losses, cost=data.cost,
                       objective=objective_of(losses, space.objective_weights or {}),
                       created_at=now)
     session.add(row)
@@ -270,24 +278,24 @@ def add_measurement(session: Session, *, trial_id: int, data: MeasurementIn,
     return row, True
 
 
-def complete_trial(session: Session, *, trial_id: int, cost: float,
+def complete_trial(session: Session, *, trial: Trial, cost: float,
                    losses: Mapping[str, float] | None, worker_id: str | None,
                    space: SearchSpace, now: datetime) -> Trial:
-    """Finish a running trial with its measured cost (idempotent for the same cost)."""
-    trial = get_trial(session, trial_id, lock=True)
+    """Finish a row-locked running trial with its measured cost (idempotent for the same
+    cost)."""
     if trial.state == TrialState.COMPLETED.value and trial.cost is not None \
             and math.isclose(trial.cost, cost, rel_tol=1e-9):
         return trial
-    trial = _leased_trial(session, trial_id, worker_id, "complete")
+    _leased_trial(session, trial, worker_id, "complete")
     if losses:
-        add_measurement(session, trial_id=trial_id, space=space, lease_seconds=0.0, now=now,
+        add_measurement(session, trial=trial, space=space, lease_seconds=0.0, now=now,
                         data=MeasurementIn(step=trial.steps, losses=dict(losses), cost=cost,
                                            worker_id=worker_id))
     n = session.scalar(select(func.count()).select_from(Measurement)
-                       .where(Measurement.trial_id == trial_id))
+                       .where(Measurement.trial_id == trial.id))
     if not n:
         raise ValidationError(
-            f"losses: trial {trial_id} has no measurements; post them to /measurements or "
+            f"losses: trial {trial.id} has no measurements; post them to /measurements or "
             "pass the final losses with complete")
     trial.state = TrialState.COMPLETED.value
     trial.cost = cost

@@ -69,9 +69,9 @@ def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
 def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db: DbDep,
                      settings: SettingsDep) -> MeasurementPublic:
     with db.session() as s:
-        trial = storage.get_trial(s, trial_id)
+        trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
         space = search_space_of_config(trial.study.config)
-        row, created = storage.add_measurement(s, trial_id=trial_id, data=body, space=space,
+        row, created = storage.add_measurement(s, trial=trial, data=body, space=space,
                                                lease_seconds=settings.lease_seconds,
                                                now=utcnow())
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -84,9 +84,9 @@ def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db:
 def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
              maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:
-        trial = storage.get_trial(s, trial_id)
+        trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
         space = search_space_of_config(trial.study.config)
-        trial = storage.complete_trial(s, trial_id=trial_id, cost=body.cost, losses=body.losses,
+        trial = storage.complete_trial(s, trial=trial, cost=body.cost, losses=body.losses,
                                        worker_id=body.worker_id, space=space, now=utcnow())
         s.flush()
         s.refresh(trial)
