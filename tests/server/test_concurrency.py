@@ -79,3 +79,28 @@ def test_workers_hammering_next_trial(db_url: str, strategy: str, workers: int,
         assert study.state == "completed"
         assert study.counts["completed"] == trials and study.counts["running"] == 0
         assert study.cost_spent == pytest.approx(float(trials))
+
+
+def test_two_servers_share_one_database(db_url: str) -> None:
+    """Two server instances (own proposer, caches and maintenance thread each) on one
+    database: no trial claimed twice, no duplicate proposals, the budget holds exactly."""
+    settings = make_settings(db_url, background=True, maintenance_interval_seconds=0.3)
+    with LiveServer(settings) as a, LiveServer(make_settings(
+            db_url, background=True, maintenance_interval_seconds=0.3)) as b:
+        api = MFMSClient(a.url)
+        s = api.create_study(study_body(strategy={"name": "random"}, seed=1,
+                                        budget={"trials": 24}))
+        results = []
+        threads = [threading.Thread(target=lambda u=u: results.append(_hammer(u, s.id, 4, 120)))
+                   for u in (a.url, b.url)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        handed = [tid for r in results for tid in r[0]]
+        assert not [e for r in results for e in r[2]]
+        assert len(handed) == len(set(handed)) == 24
+        trials = MFMSClient(b.url).list_trials(s.id)
+        assert len(trials) == 24
+        mixtures = {tuple(sorted(t.mixture.items())) + (t.model_size, t.steps) for t in trials}
+        assert len(mixtures) == 24  # no proposal was queued twice
