@@ -9,7 +9,9 @@ from server.api.deps import DbDep, MaintainerDep, ProposerDep, ReadAuth, Setting
 from server.api.views import assignment, trial_public
 from server.db import utcnow
 from server.dispatch import next_trial as dispatch_next_trial
+from server.maintenance import Maintainer
 from server.models import StudyState
+from server.proposer import Proposer
 from server.schemas import (
     CompleteRequest,
     FailRequest,
@@ -79,6 +81,18 @@ def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db:
                                  cost=row.cost, created_at=row.created_at)
 
 
+def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPublic:  # noqa: ANN001
+    """Response for a trial that just finished; the last trial of a spent budget also ends
+    its study, and the queue may need a top-up."""
+    s.flush()
+    s.refresh(trial)
+    out = trial_public(trial)
+    s.commit()
+    proposer.finish_if_done(out.study_id)
+    maintainer.wake()
+    return out
+
+
 @router.post("/trials/{trial_id}/complete", response_model=TrialPublic,
              dependencies=[WriteAuth])
 def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
@@ -88,12 +102,7 @@ def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: Proposer
         space = search_space_of_config(trial.study.config)
         trial = storage.complete_trial(s, trial=trial, cost=body.cost, losses=body.losses,
                                        worker_id=body.worker_id, space=space, now=utcnow())
-        s.flush()
-        s.refresh(trial)
-        out = trial_public(trial)
-    proposer.finish_if_done(out.study_id)  # the last trial of a spent budget ends the study
-    maintainer.wake()
-    return out
+        return _finished(s, trial, proposer, maintainer)
 
 
 @router.post("/trials/{trial_id}/fail", response_model=TrialPublic, dependencies=[WriteAuth])
@@ -104,9 +113,4 @@ def fail(trial_id: int, body: FailRequest, db: DbDep, settings: SettingsDep,
                                       retryable=body.retryable, cost=body.cost,
                                       worker_id=body.worker_id,
                                       max_attempts=settings.max_attempts, now=utcnow())
-        s.flush()
-        s.refresh(trial)
-        out = trial_public(trial)
-    proposer.finish_if_done(out.study_id)  # the last trial of a spent budget ends the study
-    maintainer.wake()
-    return out
+        return _finished(s, trial, proposer, maintainer)
