@@ -63,6 +63,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from workers.backends.simulate import SimulateBackend
 
         backend = SimulateBackend(args.problem, time_per_cost=args.time_per_cost)
+    elif args.backend == "command":
+        from workers.backends.command import CommandBackend
+
+        if not args.command:
+            raise SystemExit("mfms worker: --backend command needs --command TEMPLATE")
+        try:
+            backend = CommandBackend(args.command, args.work_dir, gpus=args.gpus)
+        except ValueError as exc:
+            raise SystemExit(f"mfms worker: {exc}") from None
     else:  # argparse restricts the choices
         raise SystemExit(f"unknown backend {args.backend!r}")
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -134,7 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--server", required=True, help="e.g. http://mfms:8000")
     w.add_argument("--token", default=None, help="default: $MFMS_API_TOKEN")
     w.add_argument("--study", type=int, default=None, help="only this study's trials")
-    w.add_argument("--backend", choices=["simulate"], default="simulate")
+    w.add_argument("--backend", choices=["simulate", "command"], default="simulate")
+    w.add_argument("--command", default=None,
+                   help="command: template with {mixture_json} {model_size} {steps} "
+                        "{checkpoints} {trial_dir} ... (see README)")
+    w.add_argument("--work-dir", default="mfms-trials", help="command: per-trial folders")
+    w.add_argument("--gpus", type=float, default=1.0,
+                   help="command: GPUs a trial uses (cost = wall seconds x gpus unless the "
+                        "script prints its cost)")
     w.add_argument("--problem", default="sim-k5", help="simulate: benchmark problem")
     w.add_argument("--time-per-cost", type=float, default=0.0,
                    help="simulate: seconds slept per unit of trial cost")
