@@ -79,7 +79,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     agent = WorkerAgent(MFMSClient(args.server, token=token, retries=5), backend, worker_id,
                         study_id=args.study, max_model_size=args.max_model_size,
                         max_trials=args.max_trials, once=args.once,
-                        echo=lambda line: print(line, flush=True))
+                        poll_max=args.poll_max, echo=lambda line: print(line, flush=True))
     agent.install_signal_handlers()
     print(f"worker {worker_id}: polling {args.server} (backend {backend.name})", flush=True)
     n = agent.run()
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-trials", type=int, default=None)
     w.add_argument("--once", action="store_true", help="exit when there is no work")
     w.add_argument("--worker-id", default=None, help="default: hostname-pid")
+    w.add_argument("--poll-max", type=float, default=30.0,
+                   help="longest wait between polls when there is no work (seconds)")
     w.set_defaults(func=_cmd_worker)
 
     st = sub.add_parser("study", help="create, list or show studies on a server")
