@@ -1,4 +1,4 @@
-"""The ``mfms`` command: ``serve``, ``db``, ``worker``, ``study``, ``demo`` and ``bench``.
+"""The ``mfms`` command: ``serve``, ``db``, ``worker``, ``study``, ``demo``, ``data``, ``bench``.
 
 Each subcommand imports what it needs when it runs, so ``mfms worker`` on a GPU node never
 loads the server's database stack and ``mfms bench`` never loads the web stack.
@@ -72,6 +72,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             backend = CommandBackend(args.command, args.work_dir, gpus=args.gpus)
         except ValueError as exc:
             raise SystemExit(f"mfms worker: {exc}") from None
+    elif args.backend == "torch":
+        from workers.backends.torch_backend import TorchBackend
+
+        if not args.data:
+            raise SystemExit("mfms worker: --backend torch needs --data DIR "
+                             "(see `mfms data prepare` / `mfms data example`)")
+        options = {"compile": not args.no_compile}
+        for name in ("batch_size", "seq_len", "micro_batch_size"):
+            if getattr(args, name) is not None:
+                options[name] = getattr(args, name)
+        try:
+            backend = TorchBackend(args.data, device=args.device, **options)
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"mfms worker: {exc}") from None
     else:  # argparse restricts the choices
         raise SystemExit(f"unknown backend {args.backend!r}")
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -143,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--server", required=True, help="e.g. http://mfms:8000")
     w.add_argument("--token", default=None, help="default: $MFMS_API_TOKEN")
     w.add_argument("--study", type=int, default=None, help="only this study's trials")
-    w.add_argument("--backend", choices=["simulate", "command"], default="simulate")
+    w.add_argument("--backend", choices=["simulate", "command", "torch"], default="simulate")
+    w.add_argument("--data", default=None, help="torch: folder of prepared domains")
+    w.add_argument("--device", default=None, help="torch: cuda, cuda:1, cpu (default: auto)")
+    w.add_argument("--batch-size", type=int, default=None, help="torch: sequences per step")
+    w.add_argument("--seq-len", type=int, default=None, help="torch: tokens per sequence")
+    w.add_argument("--micro-batch-size", type=int, default=None,
+                   help="torch: gradient-accumulation chunk (for large presets)")
+    w.add_argument("--no-compile", action="store_true", help="torch: skip torch.compile")
     w.add_argument("--command", default=None,
                    help="command: template with {mixture_json} {model_size} {steps} "
                         "{checkpoints} {trial_dir} ... (see README)")
@@ -182,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=_cmd_demo)
 
     add_bench_command(sub)
+    from workers.trainer.cli import add_data_command
+
+    add_data_command(sub)
     return p
 
 

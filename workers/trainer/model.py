@@ -169,7 +169,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
 
@@ -191,10 +191,11 @@ def count_params(config: GPTConfig, non_embedding: bool = True) -> int:
     return n
 
 
-# The size ladder: tiny/mini run the real trainer on a CPU (tests, laptops); the rest are
-# head size 64-128 shapes, the last four GPT-3 Small/Medium/Large/XL (Brown et al. 2020,
-# Table 2.1; XL with 16 heads of 128 as GPT-Neo 1.3B, the table's 24 heads do not divide). Names give the conventional (total, 50k-vocab) size;
-# the comments give the non-embedding count the ladder is matched on.
+# The size ladder: tiny/mini run the real trainer on a CPU (tests, laptops); the rest have
+# head size 64-128, the last four GPT-3 Small/Medium/Large/XL (Brown et al. 2020, Table
+# 2.1; XL with 16 heads of 128 as GPT-Neo 1.3B, since the table's 24 heads do not divide
+# 2048). Names give the conventional size (total, 50k vocabulary); comments give the
+# non-embedding count the ladder is matched on.
 PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig(n_layer=2, n_head=4, n_embd=64),  # 0.1M
     "mini": GPTConfig(n_layer=4, n_head=6, n_embd=192),  # 1.8M

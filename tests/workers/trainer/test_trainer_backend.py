@@ -1,0 +1,44 @@
+"""``TorchBackend`` against a hand-built trial assignment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from server.schemas import TrialAssignment
+from workers.backends import Backend
+from workers.backends.torch_backend import TorchBackend
+
+FAST = dict(batch_size=4, seq_len=64, eval_tokens=512, progress=False)
+
+
+def _trial(mixture: dict[str, float], loss_domains: list[str]) -> TrialAssignment:
+    return TrialAssignment(trial_id=7, study_id=1, mixture=mixture, model_size=2e5, steps=12,
+                           checkpoints=[6, 12], lease_seconds=60.0,
+                           lease_expires_at=datetime.now(UTC), attempt=1,
+                           loss_domains=loss_domains)
+
+
+def test_run_reports_the_study_domains(example_dir: Path, three_domains: list[str]) -> None:
+    a, b, c = three_domains
+    backend: Backend = TorchBackend(example_dir, device="cpu", **FAST)
+    assert backend.name == "torch"
+    reports: list = []
+    cost = backend.run(_trial({a: 0.7, b: 0.3}, [a, b]), lambda *r: reports.append(r))
+    assert [r[0] for r in reports] == [6, 12] and cost > 0
+    assert all(set(r[1]) == {a, b} for r in reports)
+    # A study that evaluates on other sets: exactly those names (the server rejects others),
+    # leaving out the ones this data directory does not have.
+    reports.clear()
+    backend.run(_trial({a: 0.7, b: 0.3}, [c, "held-out-elsewhere"]),
+                lambda *r: reports.append(r))
+    assert all(set(r[1]) == {c} for r in reports)
+
+
+def test_bad_setup_fails_at_start(tmp_path: Path, example_dir: Path) -> None:
+    with pytest.raises(ValueError, match="no prepared domains"):
+        TorchBackend(tmp_path)
+    with pytest.raises(TypeError, match="unknown option"):
+        TorchBackend(example_dir, batchsize=3)
