@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from server import migrate
-from server.app import create_app
 from server.client import MFMSClient, ServerUnreachable
-from server.config import Settings
 from server.demo import study_of_problem
 from workers.agent import WorkerAgent
 from workers.backends.simulate import SimulateBackend
-
-
-@pytest.fixture
-def api(tmp_path):  # noqa: ANN001, ANN201
-    url = f"sqlite:///{tmp_path}/w.db"
-    migrate.upgrade(url)
-    app = create_app(Settings(database_url=url, background=False, next_trial_wait_seconds=1))
-    with TestClient(app) as http:
-        yield MFMSClient(http=http)
 
 
 @pytest.fixture(scope="module")

@@ -6,27 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from server import migrate
-from server.app import create_app
 from server.client import MFMSClient
-from server.config import Settings
 from workers.agent import WorkerAgent
 from workers.backends.command import CommandBackend
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_example.py"
 TEMPLATE = (f"{sys.executable} {EXAMPLE} --mixture {{mixture_json}} --model-size "
             "{model_size} --steps {steps} --checkpoints {checkpoints} --out {trial_dir}")
-
-
-@pytest.fixture
-def api(tmp_path):  # noqa: ANN001, ANN201
-    url = f"sqlite:///{tmp_path}/c.db"
-    migrate.upgrade(url)
-    app = create_app(Settings(database_url=url, background=False, next_trial_wait_seconds=1))
-    with TestClient(app) as http:
-        yield MFMSClient(http=http)
 
 
 def _study(api: MFMSClient, trials: int) -> int:
