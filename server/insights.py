@@ -75,12 +75,12 @@ class Insights:
         z = int(req.steps) if req.steps is not None else int(fid.target_steps)  # type: ignore
         W = torch.stack([space.mixtures.validate(w, f"mixtures[{i}]")
                          for i, w in enumerate(req.mixtures)])
+        _check_range(space, m, z)  # before the fit: a bad request costs nothing
         entry = self.strategies.surrogate_model(study_id, config, seed)
         with entry.lock:
             gp = entry.strategy.surrogate(history)  # type: ignore[attr-defined]
         if gp is None:
             raise NotFound(f"study {study_id}: too few measurements to fit the surrogate")
-        _check_range(space, m, z)
         X = space.encode(W, torch.full((W.shape[0],), m), torch.full((W.shape[0],), float(z)))
         with torch.no_grad():
             mean, var = gp.predict(X)

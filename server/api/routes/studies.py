@@ -13,7 +13,6 @@ from server.api.deps import (
     InsightsDep,
     MaintainerDep,
     ReadAuth,
-    SettingsDep,
     WriteAuth,
 )
 from server.api.views import study_public, trial_public
@@ -125,6 +124,5 @@ def recommendation(study_id: int, insights: InsightsDep) -> RecommendationPublic
 
 
 @router.post("/{study_id}/predict", response_model=PredictResponse, dependencies=[ReadAuth])
-def predict(study_id: int, body: PredictRequest, insights: InsightsDep,
-            settings: SettingsDep) -> PredictResponse:
+def predict(study_id: int, body: PredictRequest, insights: InsightsDep) -> PredictResponse:
     return insights.predict(study_id, body)
