@@ -19,9 +19,9 @@ from mfms_bo.surrogate.mfms_gp import MFMSGP
 from mfms_bo.trials import TrialResult, objective_of
 
 __all__ = ["Recommendation", "recommend_from_surrogate", "recommend_best_observed",
-           "final_objective"]
+           "final_objective", "Z90"]
 
-_Z90 = 1.6448536269514722  # two-sided 90% normal quantile
+Z90 = 1.6448536269514722  # two-sided 90% normal quantile
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def recommend_from_surrogate(
     m, v = gp.predict(space.target_inputs(w))
     sd = float(v[0].sqrt())
     mu = float(m[0])
-    lo, hi = mu - _Z90 * sd, mu + _Z90 * sd
+    lo, hi = mu - Z90 * sd, mu + Z90 * sd
     if transform is not None:
         mu, lo, hi = (float(transform(torch.tensor(x))) for x in (mu, lo, hi))
     fid = space.fidelities

@@ -12,6 +12,7 @@ import threading
 import torch
 
 from mfms_bo.errors import ValidationError
+from mfms_bo.recommend import Z90
 from mfms_bo.space import FidelitySpace, SearchSpace
 from mfms_bo.trials import TrialResult
 from server import storage
@@ -22,9 +23,6 @@ from server.strategy_cache import StrategyCache
 from server.study_space import search_space_of_config
 
 __all__ = ["Insights"]
-
-_Z90 = 1.6448536269514722
-
 
 def _data_key(history: list[TrialResult]) -> tuple:
     return (len(history), sum(len(r.measurements) for r in history),
@@ -88,8 +86,8 @@ class Insights:
         preds = [
             Prediction(mixture=space.mixtures.to_dict(W[i]),
                        predicted_objective=math.exp(float(mean[i])),  # GP models log-objective
-                       interval=(math.exp(float(mean[i] - _Z90 * sd[i])),
-                                 math.exp(float(mean[i] + _Z90 * sd[i]))))
+                       interval=(math.exp(float(mean[i] - Z90 * sd[i])),
+                                 math.exp(float(mean[i] + Z90 * sd[i]))))
             for i in range(W.shape[0])
         ]
         return PredictResponse(model_size=m, steps=z, predictions=preds)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -46,8 +45,6 @@ class Proposer:
         self.settings = settings
         self.strategies = strategies
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.fit_seconds: list[float] = []  # recent proposal durations, for /metrics
-        self._local = threading.Lock()
 
     def top_up(self, study_id: int, *, want: int, max_model_size: float | None = None
                ) -> TopUp:
@@ -76,7 +73,6 @@ class Proposer:
             t0 = time.perf_counter()
             specs = self._propose(study_id, config, seed, history, pending, want,
                                   max_model_size)
-            self.fit_seconds = [*self.fit_seconds[-99:], time.perf_counter() - t0]
             with self.db.session() as s:
                 # Re-check the budget under the lock: trials may have been enqueued by hand
                 # while the strategy worked.
