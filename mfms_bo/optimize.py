@@ -66,7 +66,11 @@ def maximize_on_simplex(
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Local random search from each row of ``start`` (``s x k``); returns improved rows and
-    their scores. Proposals are Gaussian steps projected onto the bounded simplex."""
+    their scores. Proposals are Gaussian steps projected onto the bounded simplex.
+
+    ``score`` is always called on ``s * j`` rows ordered start-major (row ``r`` descends
+    from start ``r // j``), so one call can score every start's proposals with that start's
+    own context (e.g. its fidelity)."""
     W = start.clone()
     vals = score(W)
     for _ in range(rounds):
@@ -130,16 +134,21 @@ def maximize_acquisition(
     best = int(order[0])
     best_w, best_m, best_z, best_v = Wr[best], float(M[best]), int(Z[best]), float(vals[best])
     if not pool and n_polish > 0:
-        for i in order[:n_polish].tolist():
-            m, z = float(M[i]), int(Z[i])
-            cm = cost(torch.tensor([m]), torch.tensor([float(z)]))
+        # Polish the top starts together, each at its own fidelity: one acquisition call
+        # per local-search step instead of one per start.
+        top = order[: min(n_polish, order.numel())]
+        top = top[torch.isfinite(vals[top])]
+        if top.numel():
+            Ms, Zs = M[top], Z[top]
+            cs = cost(Ms, Zs)
 
-            def score(Wc: Tensor, m: float = m, z: int = z, cm: Tensor = cm) -> Tensor:
-                n = Wc.shape[0]
-                Xc = space.encode(Wc, torch.full((n,), m), torch.full((n,), float(z)))
-                return acq(Xc, cm.expand(n))
+            def score(Wc: Tensor) -> Tensor:
+                owner = torch.arange(top.numel()).repeat_interleave(Wc.shape[0] // top.numel())
+                return acq(space.encode(Wc, Ms[owner], Zs[owner]), cs[owner])
 
-            w_opt, v_opt = maximize_on_simplex(score, space, Wr[i:i + 1], generator=generator)
-            if float(v_opt[0]) > best_v:
-                best_w, best_m, best_z, best_v = w_opt[0], m, z, float(v_opt[0])
+            w_opt, v_opt = maximize_on_simplex(score, space, Wr[top], generator=generator)
+            j = int(torch.argmax(v_opt))
+            if float(v_opt[j]) > best_v:
+                best_w, best_m, best_z = w_opt[j], float(Ms[j]), int(Zs[j])
+                best_v = float(v_opt[j])
     return ScoredQuery(best_w[:k].clone(), best_m, best_z, best_v)

@@ -66,11 +66,12 @@ class TargetKGPerCost(CostAwareAcquisition):
         var_q = (pv_q - (V_q * V_q).sum(0)).clamp(min=1e-12) * s2
         sd_y = (var_q + gp.noise_variance).sqrt()
         cov_T = (gp._k(X, self.XT) - V_q.T @ self.V_T) * s2  # n x t
-        # The query's own mixture at the target joins the set, one per row.
-        X_own = self.space.target_inputs(X[:, :-2])
-        mu_own, V_own, _ = gp.whitened(X_own)
-        with torch.no_grad():
-            k_own = gp.model.covar_module(X, X_own, diag=True).to_dense().reshape(-1)
+        # The query's own mixture at the target joins the set, one per row. Grids score
+        # each mixture at many fidelities: whiten each distinct mixture once.
+        W_uniq, inverse = torch.unique(X[:, :-2], dim=0, return_inverse=True)
+        mu_u, V_u, _ = gp.whitened(self.space.target_inputs(W_uniq))
+        mu_own, V_own = mu_u[inverse], V_u[:, inverse]
+        k_own = gp.kernel_diag(X, self.space.target_inputs(X[:, :-2]))
         cov_own = (k_own - (V_q * V_own).sum(0)) * s2
         mu = torch.cat([self.mu_T.expand(X.shape[0], -1), mu_own.unsqueeze(-1)], dim=-1)
         cov = torch.cat([cov_T, cov_own.unsqueeze(-1)], dim=-1)

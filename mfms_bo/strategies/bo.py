@@ -75,6 +75,7 @@ class MFMSBO(Strategy):
         self.n_steps = int(n_steps)
         self.n_mixtures = int(n_mixtures)
         self._hyper: dict[str, Tensor] | None = None
+        self._fit_trials = 0
         self._cache: tuple[tuple, MFMSGP] | None = None
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
@@ -107,9 +108,16 @@ class MFMSBO(Strategy):
         key = (X.shape[0], float(X.sum()), float(y.sum()))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
+        n_trials = int(torch.unique(groups).numel())
+        optimize = (self._hyper is None
+                    or n_trials >= max(self._fit_trials + 1,
+                                       self._fit_trials * (1.0 + self.config.refit_growth))
+                    or n_trials < self._fit_trials)  # a different history: start over
         gp = MFMSGP.fit(X, y, groups, self.config, warm_start=self._hyper,
-                        seed=self.seed + len(history))
-        self._hyper = gp.hyperparameters()
+                        seed=self.seed + len(history), optimize=optimize)
+        if optimize:
+            self._hyper = gp.hyperparameters()
+            self._fit_trials = n_trials
         self._cache = (key, gp)
         return gp
 
@@ -212,7 +220,7 @@ class MFMSBO(Strategy):
                     n_random: int = 40) -> Tensor:
         space = self.model_space
         W = space.mixture_candidates(1024, g)
-        mean, _ = gp.predict(space.target_inputs(W))
+        mean = gp.predict_mean(space.target_inputs(W))
         top = W[torch.argsort(mean)[:n_top]]
         if W.shape[0] <= n_top + n_random:
             return W
@@ -224,7 +232,7 @@ class MFMSBO(Strategy):
         if space.candidates is not None:
             return torch.zeros(0, space.k, dtype=torch.float64)
         W = space.mixture_candidates(512, g)
-        mean, _ = gp.predict(space.target_inputs(W))
+        mean = gp.predict_mean(space.target_inputs(W))
         return W[torch.argsort(mean)[:n]]
 
     def _inputs(self, specs: Sequence[TrialSpec]) -> Tensor:
