@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from server.schemas import TrialAssignment
 
-__all__ = ["Backend", "Report"]
+__all__ = ["Backend", "BackendResult", "Report"]
 
-Report = Callable[[int, dict[str, float], float | None], None]
-"""``report(step, losses, cost_so_far)``: called by a backend at every checkpoint."""
+Report = Callable[..., None]
+"""``report(step, losses, cost_so_far, proportions=None)``: called by a backend at every
+checkpoint. ``proportions`` is the mixture the run is training on at that step, passed only
+by backends that mix online (the trial's ``online`` field)."""
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What a backend may return instead of a bare cost: the cost plus, for an online-mixed
+    run, ``online = {"final_proportions": {...}, "average_proportions": {...}}``."""
+
+    cost: float
+    online: dict[str, Any] | None = None
 
 
 class Backend(Protocol):
@@ -20,4 +32,4 @@ class Backend(Protocol):
 
     name: str
 
-    def run(self, trial: TrialAssignment, report: Report) -> float: ...
+    def run(self, trial: TrialAssignment, report: Report) -> float | BackendResult: ...
