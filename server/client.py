@@ -179,15 +179,17 @@ class MFMSClient:
     def enqueue_trial(self, study_id: int, mixture: Mapping[str, float], model_size: float,
                       steps: int, checkpoints: Sequence[int] | None = None,
                       measurements: Sequence[Mapping[str, Any]] | None = None,
-                      cost: float | None = None, metadata: Mapping[str, Any] | None = None
-                      ) -> TrialPublic:
-        """``POST /studies/{id}/trials``: queue a trial, or import one with its results."""
+                      cost: float | None = None, metadata: Mapping[str, Any] | None = None,
+                      online: Mapping[str, Any] | None = None) -> TrialPublic:
+        """``POST /studies/{id}/trials``: queue a trial, or import one with its results.
+        ``online`` overrides the study's in-run mixing spec for this trial."""
         body: dict[str, Any] = {"mixture": dict(mixture), "model_size": model_size,
                                 "steps": steps}
         for key, value in (("checkpoints", checkpoints), ("measurements", measurements),
-                           ("cost", cost), ("metadata", metadata)):
+                           ("cost", cost), ("metadata", metadata), ("online", online)):
             if value is not None:
-                body[key] = list(value) if key in ("checkpoints", "measurements") else value
+                body[key] = (list(value) if key in ("checkpoints", "measurements")
+                             else dict(value) if key in ("metadata", "online") else value)
         return self._post(f"/studies/{study_id}/trials", TrialPublic, body)
 
     def list_trials(self, study_id: int, state: str | None = None) -> list[TrialPublic]:
@@ -231,24 +233,35 @@ class MFMSClient:
                           idempotent=True)
 
     def post_measurement(self, trial_id: int, step: int, losses: Mapping[str, float],
-                         cost: float | None = None, worker_id: str | None = None
+                         cost: float | None = None, worker_id: str | None = None, *,
+                         proportions: Mapping[str, float] | None = None
                          ) -> MeasurementPublic:
+        """``POST /trials/{id}/measurements``; ``proportions`` is the mixture an online-mixed
+        run trained on at ``step`` (sent only when given, so older servers still work)."""
         body: dict[str, Any] = {"step": int(step), "losses": dict(losses)}
         if cost is not None:
             body["cost"] = cost
         if worker_id:
             body["worker_id"] = worker_id
+        if proportions is not None:
+            body["proportions"] = dict(proportions)
         return self._post(f"/trials/{trial_id}/measurements", MeasurementPublic, body,
                           idempotent=True)
 
     def complete_trial(self, trial_id: int, cost: float,
                        losses: Mapping[str, float] | None = None,
-                       worker_id: str | None = None) -> TrialPublic:
+                       worker_id: str | None = None, *,
+                       online: Mapping[str, Any] | None = None) -> TrialPublic:
+        """``POST /trials/{id}/complete``; ``online`` is an online-mixed run's summary
+        (``final_proportions``, ``average_proportions``), sent only when given."""
         body: dict[str, Any] = {"cost": cost}
         if losses is not None:
             body["losses"] = dict(losses)
         if worker_id:
             body["worker_id"] = worker_id
+        if online is not None:
+            body["online"] = {k: dict(v) if isinstance(v, Mapping) else v
+                              for k, v in online.items()}
         return self._post(f"/trials/{trial_id}/complete", TrialPublic, body, idempotent=True)
 
     def fail_trial(self, trial_id: int, reason: str, retryable: bool = False,

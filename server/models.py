@@ -104,6 +104,9 @@ class Trial(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     fail_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # An online-mixed run's summary ({"final_proportions": ..., "average_proportions": ...}):
+    # the mixture a trial *ran* can differ from the one it was proposed with.
+    online_result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     study: Mapped[Study] = relationship(back_populates="trials")
     measurements: Mapped[list[Measurement]] = relationship(
@@ -122,6 +125,8 @@ class Measurement(Base):
     objective: Mapped[float | None] = mapped_column(Float, nullable=True)
     cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The mixture the run trained on at this step, when it mixes online.
+    proportions: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     trial: Mapped[Trial] = relationship(back_populates="measurements")
 

@@ -19,11 +19,17 @@ __all__ = [
     "HeartbeatResponse", "MeasurementIn", "MeasurementPublic", "CompleteRequest",
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
+    "OnlineSummary",
 ]
 
 StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo"]
 _NAME = Field(min_length=1, max_length=200)
 _MAX_DOMAINS = 1024
+# In-run mixing (``mfms_bo.online``): a JSON spec such as {"method": "aioli", "eta": 0.2}.
+# Kept as plain JSON here so the client needs no torch; the server validates it with the
+# library's ``controller_from_spec`` (the same call the worker makes) and answers 422.
+_ONLINE = Field(None, description='in-run mixing for every trial, e.g. {"method": "aioli", '
+                                  '"eta": 0.2, "update_steps": 250}; see mfms_bo.online')
 
 
 class _In(BaseModel):
@@ -74,6 +80,7 @@ class StudyCreate(_In):
     loss_domains: list[str] | None = Field(
         None, max_length=_MAX_DOMAINS,
         description="validation sets losses are reported on, when not the mixture domains")
+    online: dict[str, Any] | None = _ONLINE
 
     @field_validator("name")
     @classmethod
@@ -132,6 +139,8 @@ class TrialAssignment(BaseModel):
     lease_expires_at: datetime
     attempt: int
     loss_domains: list[str] = Field(description="names the measurements' losses may use")
+    online: dict[str, Any] | None = Field(
+        None, description="in-run mixing spec: the trial's override, else the study's")
 
 
 class HeartbeatRequest(_In):
@@ -151,6 +160,9 @@ class MeasurementIn(_In):
     losses: dict[str, float] = Field(min_length=1, max_length=_MAX_DOMAINS)
     cost: float | None = Field(None, ge=0, le=1e15, description="GPU-seconds so far")
     worker_id: str | None = Field(None, max_length=200)
+    proportions: dict[str, float] | None = Field(
+        None, max_length=_MAX_DOMAINS,
+        description="the mixture the run trained on at this step (online mixing)")
 
 
 class MeasurementPublic(BaseModel):
@@ -159,12 +171,24 @@ class MeasurementPublic(BaseModel):
     objective: float | None
     cost: float | None
     created_at: datetime
+    proportions: dict[str, float] | None = None
+
+
+class OnlineSummary(_In):
+    """Where an online-mixed run ended and what it trained on on average; each a mixture
+    over the study's domains."""
+
+    final_proportions: dict[str, float] | None = Field(None, max_length=_MAX_DOMAINS)
+    average_proportions: dict[str, float] | None = Field(None, max_length=_MAX_DOMAINS)
 
 
 class CompleteRequest(_In):
     cost: float = Field(ge=0, le=1e15, description="GPU-seconds the trial cost")
     losses: dict[str, float] | None = Field(None, description="final losses at `steps`")
     worker_id: str | None = Field(None, max_length=200)
+    online: OnlineSummary | None = Field(
+        None, description="summary of an online-mixed run: final_proportions, "
+                          "average_proportions")
 
 
 class FailRequest(_In):
@@ -190,6 +214,9 @@ class TrialEnqueue(_In):
     measurements: list[_ImportedMeasurement] | None = Field(None, max_length=1000)
     cost: float | None = Field(None, ge=0, le=1e15)
     metadata: dict[str, Any] | None = None
+    online: dict[str, Any] | None = Field(
+        None, description="in-run mixing for this trial, overriding the study's; stored in "
+                          "its metadata as 'online'")
 
 
 class TrialPublic(BaseModel):
@@ -213,6 +240,8 @@ class TrialPublic(BaseModel):
     objective: float | None = Field(description="objective at the last reported step")
     metadata: dict[str, Any]
     measurements: list[MeasurementPublic]
+    online_result: dict[str, Any] | None = Field(
+        None, description="the online-mixing summary the worker completed the trial with")
 
 
 class TrialList(BaseModel):

@@ -30,7 +30,8 @@ from mfms_bo.trials import Measurement as LibMeasurement
 from mfms_bo.trials import TrialResult, TrialSpec, objective_of, validate_losses
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
-from server.schemas import MeasurementIn, StudyCreate, TrialEnqueue
+from server.schemas import MeasurementIn, OnlineSummary, StudyCreate, TrialEnqueue
+from server.study_space import check_online, check_proportions
 
 __all__ = [
     "create_study", "get_study", "list_studies", "set_study_state", "study_counts",
@@ -254,23 +255,32 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
     """Record one checkpoint of a row-locked ``trial``; returns ``(row, created)``.
 
     Re-posting the same ``(trial, step, losses)`` is a no-op (a worker retrying after a lost
-    response); different losses for a recorded step are a conflict. Posting also renews the
-    lease: a worker that reports is alive.
+    response); different losses for a recorded step are a conflict. A replay that omits
+    ``proportions`` matches (``complete`` re-posts the final losses without them); one that
+    gives them must give the recorded ones. Posting also renews the lease: a worker that
+    reports is alive.
     """
     losses = validate_losses(data.losses, space.reported_domains)
+    proportions = (None if data.proportions is None else
+                   check_proportions(data.proportions, space.mixtures.domains, "proportions"))
     if data.step > trial.steps:
         raise ValidationError(
             f"step: {data.step} is beyond the trial's steps ({trial.steps})")
     existing = session.scalar(select(Measurement).where(
         Measurement.trial_id == trial.id, Measurement.step == data.step))
     if existing is not None:
-        if _same_losses(existing.losses, losses):
-            return existing, False
-        raise Conflict(f"trial {trial.id} already has different losses at step {data.step}")
+        if not _same_losses(existing.losses, losses):
+            raise Conflict(
+                f"trial {trial.id} already has different losses at step {data.step}")
+        if proportions is not None and (existing.proportions is None or
+                                        not _same_losses(existing.proportions, proportions)):
+            raise Conflict(
+                f"trial {trial.id} already has different proportions at step {data.step}")
+        return existing, False
     _leased_trial(session, trial, data.worker_id, "measurement")
     row = Measurement(trial_id=trial.id, step=data.step, losses=losses, cost=data.cost,
                       objective=objective_of(losses, space.objective_weights or {}),
-                      created_at=now)
+                      proportions=proportions, created_at=now)
     session.add(row)
     trial.heartbeat_at = now
     trial.lease_expires_at = now + timedelta(seconds=lease_seconds)
@@ -280,9 +290,12 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
 
 def complete_trial(session: Session, *, trial: Trial, cost: float,
                    losses: Mapping[str, float] | None, worker_id: str | None,
-                   space: SearchSpace, now: datetime) -> Trial:
+                   space: SearchSpace, now: datetime, online: OnlineSummary | None = None
+                   ) -> Trial:
     """Finish a row-locked running trial with its measured cost (idempotent for the same
-    cost)."""
+    cost). ``online`` is an online-mixed run's summary, each mixture checked against the
+    study's domains before anything is written."""
+    online_result = _online_result(online, space.mixtures.domains)
     if trial.state == TrialState.COMPLETED.value and trial.cost is not None \
             and math.isclose(trial.cost, cost, rel_tol=1e-9):
         return trial
@@ -301,7 +314,18 @@ def complete_trial(session: Session, *, trial: Trial, cost: float,
     trial.cost = cost
     trial.finished_at = now
     trial.lease_expires_at = None
+    trial.online_result = online_result
     return trial
+
+
+def _online_result(online: OnlineSummary | None, domains: Sequence[str]
+                   ) -> dict[str, dict[str, float]] | None:
+    """The stored form of a completion's online summary (None when nothing was given)."""
+    if online is None:
+        return None
+    out = {key: check_proportions(value, domains, f"online.{key}")
+           for key, value in online.model_dump(exclude_none=True).items()}
+    return out or None
 
 
 def _requeue(session: Session, trial: Trial, max_attempts: int, now: datetime) -> Trial | None:
@@ -378,7 +402,8 @@ def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: 
         trial = Trial(study_id=study.id, state=TrialState.COMPLETED.value, source="import",
                       priority=0, mixture=mixture, model_size=float(data.model_size),
                       steps=data.steps, checkpoints=sorted({m.step for m in data.measurements}),
-                      spec_metadata=dict(data.metadata or {}), cost=data.cost, created_at=now,
+                      spec_metadata=_trial_metadata(data, space, mixture), cost=data.cost,
+                      created_at=now,
                       started_at=now, finished_at=now)
         session.add(trial)
         session.flush()
@@ -397,15 +422,31 @@ def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: 
         return trial
     if StudyState(study.state).is_finished():
         raise Conflict(f"study {study.id} is {study.state}; it takes no new trials to run")
-    w = space.mixtures.validate(data.mixture)
+    mixture = space.mixtures.to_dict(space.mixtures.validate(data.mixture))
     space.fidelities.validate(data.model_size, data.steps)
     trial = Trial(study_id=study.id, state=_Q, source="user", priority=0,
-                  mixture=space.mixtures.to_dict(w), model_size=float(data.model_size),
+                  mixture=mixture, model_size=float(data.model_size),
                   steps=data.steps, checkpoints=_checkpoints(data.checkpoints, data.steps, space),
-                  spec_metadata=dict(data.metadata or {}), created_at=now)
+                  spec_metadata=_trial_metadata(data, space, mixture), created_at=now)
     session.add(trial)
     session.flush()
     return trial
+
+
+def _trial_metadata(data: TrialEnqueue, space: SearchSpace, mixture: Mapping[str, float]
+                    ) -> dict[str, Any]:
+    """The trial's metadata with its ``online`` override, checked against its own mixture.
+
+    ``metadata["online"]`` is where ``/next-trial`` looks for the override, so one passed
+    inside ``metadata`` is checked the same way (never handed to a worker unchecked); the
+    ``online`` field wins over it.
+    """
+    meta = dict(data.metadata or {})
+    online = data.online if data.online is not None else meta.get("online")
+    if online is not None:
+        check_online(space.mixtures.domains, online, mixture)
+        meta["online"] = online
+    return meta
 
 
 # -- what strategies see ---------------------------------------------------------------------

@@ -7,15 +7,19 @@ lives once, in ``mfms_bo``, and its message reaches the client unchanged.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from mfms_bo.errors import ValidationError
+from mfms_bo.online import controller_from_spec
 from mfms_bo.space import FidelitySpace, MixtureSpace, SearchSpace
 from mfms_bo.strategies import Strategy, make_strategy
 
-__all__ = ["search_space_of_config", "strategy_of_config"]
+__all__ = ["search_space_of_config", "strategy_of_config", "check_online",
+           "check_proportions"]
 
 
 def search_space_of_config(config: dict[str, Any]) -> SearchSpace:
@@ -51,3 +55,54 @@ def strategy_of_config(config: dict[str, Any], seed: int) -> Strategy:
     spec = config.get("strategy") or {}
     return make_strategy(spec.get("name", "mfms-bo"), search_space_of_config(config),
                          seed=seed, options=spec.get("options") or {})
+
+
+def check_online(domains: Sequence[str], spec: Mapping[str, Any],
+                 mixture: Mapping[str, float] | None = None, field: str = "online") -> None:
+    """Reject an ``online`` mixing spec the worker could not build.
+
+    The worker builds its controller with the same ``controller_from_spec`` call, so a spec
+    that passes here cannot fail on a GPU hours later. ``mixture`` is the trial's (uniform
+    for a study-wide spec): it is what ``static`` and Aioli's prior default to.
+
+    Raises:
+        ValidationError: the library's message, prefixed with ``field`` (-> 422).
+    """
+    if mixture is None:
+        mixture = {d: 1.0 / len(domains) for d in domains}
+    _check_finite(spec, field)
+    try:
+        controller_from_spec(list(domains), spec, mixture=dict(mixture))
+    except ValueError as exc:
+        msg = str(exc)
+        if not msg.startswith("online"):
+            msg = f"online: {msg}"
+        raise ValidationError(field + msg.removeprefix("online")) from exc
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """No NaN or infinity anywhere in stored JSON: whatever options the library adds later,
+    PostgreSQL's JSON type refuses them (a 500 instead of a 422)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(f"{path}: must be finite, got {value}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{path}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{path}[{i}]")
+
+
+def check_proportions(proportions: Mapping[str, float], domains: Sequence[str], field: str
+                      ) -> dict[str, float]:
+    """A reported training mixture as ``{domain: weight}`` over all ``domains``.
+
+    Any point of the simplex is accepted, not only the study's bounds: an online mixer
+    decides where the run goes once it starts.
+
+    Raises:
+        ValidationError: unknown domain, negative or non-finite weight, or a sum not within
+            1e-6 of one (the message names ``field``).
+    """
+    free = MixtureSpace(tuple(domains))
+    return free.to_dict(free.validate(proportions, field))

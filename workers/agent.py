@@ -3,7 +3,9 @@
 * Heartbeats run in a thread every third of the lease, so a long checkpoint never loses it.
 * Every measurement is posted as it happens; if the server is unreachable it is buffered and
   re-sent (measurements are idempotent on (trial, step)) before the trial completes, so a
-  server blip loses nothing.
+  server blip loses nothing. An online-mixed run's ``proportions`` travel with it.
+* A backend returning :class:`~workers.backends.BackendResult` completes the trial with its
+  online-mixing summary as well as its cost.
 * SIGTERM / SIGINT: the current trial is reported failed-retryable (the server re-queues
   it with its partial curve kept) and the agent exits.
 * No work (204): wait with exponential backoff and jitter.
@@ -18,16 +20,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from server.client import (
     APIError,
     ConflictError,
+    InvalidRequestError,
     MFMSClient,
     ServerUnavailable,
     ServerUnreachable,
 )
-from server.schemas import TrialAssignment
-from workers.backends import Backend
+from server.schemas import TrialAssignment, TrialPublic
+from workers.backends import Backend, BackendResult
 
 __all__ = ["WorkerAgent", "TrialStopped"]
 
@@ -111,20 +115,22 @@ class WorkerAgent:
         """Run, report and finish one claimed trial; True when it completed."""
         tid = trial.trial_id
         t0 = time.monotonic()
-        buffer: list[tuple[int, dict[str, float], float | None]] = []
+        buffer: list[tuple[int, dict[str, float], float | None, dict[str, float] | None]] = []
         lost = threading.Event()  # the server took the trial back (lease lapsed, stopped)
         beat = threading.Thread(target=self._heartbeats, args=(trial, lost), daemon=True)
         beat.start()
 
-        def report(step: int, losses: dict[str, float], cost: float | None) -> None:
+        def report(step: int, losses: dict[str, float], cost: float | None,
+                   proportions: dict[str, float] | None = None) -> None:
             if self.stop_event.is_set() or lost.is_set():
                 raise TrialStopped("worker stopping" if self.stop_event.is_set()
                                    else "the server took the trial back")
-            buffer.append((step, dict(losses), cost))
+            buffer.append((step, dict(losses), cost,
+                           None if proportions is None else dict(proportions)))
             self._flush(tid, buffer)
 
         try:
-            cost = self.backend.run(trial, report)
+            result = self.backend.run(trial, report)
         except TrialStopped as exc:
             reason = f"worker {self.worker_id} stopped: {exc}"
             self._try_flush(tid, buffer)
@@ -146,8 +152,12 @@ class WorkerAgent:
             self.echo(f"{self.worker_id}: trial {tid}: could not deliver "
                       f"{len(buffer)} measurement(s); leaving the trial to its lease")
             return False
-        done = self._finish(lambda: self.client.complete_trial(tid, cost,
-                                                               worker_id=self.worker_id))
+        online: dict[str, Any] | None = None
+        if isinstance(result, BackendResult):
+            cost, online = result.cost, result.online
+        else:
+            cost = result
+        done = self._finish(lambda: self._complete(tid, cost, online))
         self.trials_done += 1
         obj = f"{done.objective:.4f}" if done is not None and done.objective is not None else "-"
         mix = " ".join(f"{v:.2f}" for v in trial.mixture.values())
@@ -162,9 +172,10 @@ class WorkerAgent:
         deadline = time.monotonic() + patience
         delay = 0.5
         while buffer:
-            step, losses, cost = buffer[0]
+            step, losses, cost, proportions = buffer[0]
             try:
-                self.client.post_measurement(tid, step, losses, cost, worker_id=self.worker_id)
+                self.client.post_measurement(tid, step, losses, cost, worker_id=self.worker_id,
+                                             proportions=proportions)
             except _TRANSIENT:
                 if time.monotonic() >= deadline:
                     return False
@@ -176,6 +187,19 @@ class WorkerAgent:
                 raise TrialStopped(str(exc)) from exc
             buffer.pop(0)
         return True
+
+    def _complete(self, tid: int, cost: float, online: dict[str, Any] | None) -> TrialPublic:
+        """Complete with the online summary; if the server refuses the summary (422), complete
+        without it rather than throw away the trial's measured curve and cost."""
+        try:
+            return self.client.complete_trial(tid, cost, worker_id=self.worker_id,
+                                              online=online)
+        except InvalidRequestError as exc:
+            if online is None:
+                raise
+            self.echo(f"{self.worker_id}: trial {tid}: the server refused the online summary "
+                      f"({exc.detail}); completing without it")
+            return self.client.complete_trial(tid, cost, worker_id=self.worker_id)
 
     def _try_flush(self, tid: int, buffer: list, patience: float = 30.0) -> bool:
         try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from server.config import Settings
-from server.models import Study, Trial
+from server.models import Measurement, Study, Trial
 from server.schemas import MeasurementPublic, StudyPublic, TrialAssignment, TrialPublic
 from server.storage import final_objective_of
 from server.study_space import search_space_of_config
 
-__all__ = ["study_public", "trial_public", "assignment"]
+__all__ = ["study_public", "trial_public", "measurement_public", "assignment", "online_of"]
 
 
 def study_public(study: Study, counts: dict[str, int], cost: float, trials_run: int
@@ -27,9 +29,20 @@ def trial_public(trial: Trial) -> TrialPublic:
         finished_at=trial.finished_at, lease_expires_at=trial.lease_expires_at,
         cost=trial.cost, fail_reason=trial.fail_reason, objective=final_objective_of(trial),
         metadata=dict(trial.spec_metadata or {}),
-        measurements=[MeasurementPublic(step=m.step, losses=m.losses, objective=m.objective,
-                                        cost=m.cost, created_at=m.created_at)
-                      for m in trial.measurements])
+        measurements=[measurement_public(m) for m in trial.measurements],
+        online_result=trial.online_result)
+
+
+def measurement_public(m: Measurement) -> MeasurementPublic:
+    return MeasurementPublic(step=m.step, losses=m.losses, objective=m.objective, cost=m.cost,
+                             created_at=m.created_at, proportions=m.proportions)
+
+
+def online_of(trial: Trial) -> dict[str, Any] | None:
+    """The in-run mixing spec a worker runs ``trial`` with: its own override (enqueued with
+    the trial, kept across retries in its metadata), else its study's, else none."""
+    override = (trial.spec_metadata or {}).get("online")
+    return override if override is not None else trial.study.config.get("online")
 
 
 def assignment(trial: Trial, settings: Settings) -> TrialAssignment:
@@ -39,4 +52,5 @@ def assignment(trial: Trial, settings: Settings) -> TrialAssignment:
         trial_id=trial.id, study_id=trial.study_id, mixture=trial.mixture,
         model_size=trial.model_size, steps=trial.steps, checkpoints=list(trial.checkpoints),
         lease_seconds=settings.lease_seconds, lease_expires_at=trial.lease_expires_at,
-        attempt=trial.attempt, loss_domains=list(space.reported_domains))
+        attempt=trial.attempt, loss_domains=list(space.reported_domains),
+        online=online_of(trial))

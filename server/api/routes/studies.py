@@ -28,7 +28,7 @@ from server.schemas import (
     TrialList,
     TrialPublic,
 )
-from server.study_space import search_space_of_config, strategy_of_config
+from server.study_space import check_online, search_space_of_config, strategy_of_config
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -44,6 +44,8 @@ def _public(s, study) -> StudyPublic:  # noqa: ANN001
 def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - 1)
     strategy_of_config(body.model_dump(mode="json"), seed)  # validates space and options
+    if body.online is not None:  # the spec every trial's worker will build its mixer from
+        check_online(body.domains, body.online)
     with db.session() as s:
         study = storage.create_study(s, data=body, seed=seed)
         out = _public(s, study)

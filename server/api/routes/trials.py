@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from server import storage
 from server.api.deps import DbDep, MaintainerDep, ProposerDep, ReadAuth, SettingsDep, WriteAuth
-from server.api.views import assignment, trial_public
+from server.api.views import assignment, measurement_public, trial_public
 from server.db import utcnow
 from server.dispatch import next_trial as dispatch_next_trial
 from server.maintenance import Maintainer
@@ -77,8 +77,7 @@ def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db:
                                                lease_seconds=settings.lease_seconds,
                                                now=utcnow())
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return MeasurementPublic(step=row.step, losses=row.losses, objective=row.objective,
-                                 cost=row.cost, created_at=row.created_at)
+        return measurement_public(row)
 
 
 def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPublic:  # noqa: ANN001
@@ -101,7 +100,8 @@ def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: Proposer
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
         space = search_space_of_config(trial.study.config)
         trial = storage.complete_trial(s, trial=trial, cost=body.cost, losses=body.losses,
-                                       worker_id=body.worker_id, space=space, now=utcnow())
+                                       worker_id=body.worker_id, space=space, now=utcnow(),
+                                       online=body.online)
         return _finished(s, trial, proposer, maintainer)
 
 
