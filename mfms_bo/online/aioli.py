@@ -11,9 +11,10 @@ Training is split into rounds of ``update_steps`` steps. Each round starts with
 LearnParams, which estimates ``A`` by probing: for ``lp_rounds`` random orders of the
 domains it trains ``lp_steps`` real steps on a smoothed one-hot mixture of domain ``j``
 (``one_hot_factor`` on ``j``, the rest spread evenly), measures every domain's validation
-loss and credits the drop since the previous measurement to column ``j``. Averaged over the
-rounds (and divided by ``lp_steps``, so ``A`` is per step), the smoothing is undone by solving the linear system of the smoothed one-hot
-mixtures. The probing steps are training steps: they count toward the run and the
+loss and credits the drop since the previous measurement to column ``j``. The drops are
+averaged over the rounds and divided by ``lp_steps`` (so ``A`` is per step), and the
+smoothing is undone by solving the linear system of the smoothed one-hot mixtures. The
+probing steps are training steps: they count toward the run and the
 remaining ``update_steps - lp_rounds * k * lp_steps`` steps train on the updated ``p``.
 
 Two details decide whether ``p`` moves at all (the issue's reference run stayed within

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from mfms_bo.online import controller_from_spec
 from server.schemas import TrialAssignment
-from workers.backends import Report
+from workers.backends import BackendResult, Report
 from workers.trainer.data import available_domains
 from workers.trainer.train import train_trial
 
@@ -22,7 +23,7 @@ __all__ = ["TorchBackend"]
 
 # Set by the backend from the trial and its own arguments, so not accepted as train_kwargs.
 _FROM_TRIAL = {"data_dir", "mixture", "model_size", "steps", "checkpoints", "report",
-               "device", "eval_domains"}
+               "device", "eval_domains", "controller", "stats"}
 
 
 class TorchBackend:
@@ -45,11 +46,21 @@ class TorchBackend:
         self.device = device
         self.train_kwargs = train_kwargs
 
-    def run(self, trial: TrialAssignment, report: Report) -> float:
+    def run(self, trial: TrialAssignment, report: Report) -> float | BackendResult:
         # Report exactly the names the server accepts for this study (``loss_domains`` is
         # the mixture's domains unless the study evaluates elsewhere); names without
         # validation data here are left out, a partial report the server allows.
         eval_domains = list(trial.loss_domains) or list(trial.mixture)
-        return train_trial(self.data_dir, dict(trial.mixture), trial.model_size, trial.steps,
+        online = getattr(trial, "online", None)
+        # Online mixing: the trial's mixture is the mixer's starting point (Aioli's prior),
+        # the run refines it, and the server gets the trajectory and where it ended.
+        controller = (controller_from_spec(list(trial.mixture), online, dict(trial.mixture),
+                                           seed=trial.trial_id) if online else None)
+        cost = train_trial(self.data_dir, dict(trial.mixture), trial.model_size, trial.steps,
                            list(trial.checkpoints) or [trial.steps], report,
-                           device=self.device, eval_domains=eval_domains, **self.train_kwargs)
+                           device=self.device, eval_domains=eval_domains,
+                           controller=controller, **self.train_kwargs)
+        if controller is None:
+            return cost
+        return BackendResult(cost, {"final_proportions": controller.proportions,
+                                    "average_proportions": controller.average_proportions})

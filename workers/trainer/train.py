@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mfms_bo.online import MixingController
 from workers.trainer.data import available_domains, load_meta, load_split
 from workers.trainer.model import GPT, count_params, preset_for_size
 
@@ -101,6 +102,22 @@ class MixtureBatches:
         self._order[d] = rng.permutation(self.n_windows[d])
         self._pos[d] = 0
 
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Switch the mixture (online mixing changes it during the run). Every named domain
+        must be one this sampler was built with; a domain may go to 0. The carried
+        remainders restart, so each stretch of constant weights is split as exactly as a
+        fresh sampler would split it."""
+        unknown = sorted(set(weights) - set(self.names))
+        if unknown:
+            raise ValueError(f"no training data loaded for domain(s) {unknown}")
+        w = np.array([float(weights.get(d, 0.0)) for d in self.names], dtype=np.float64)
+        if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+            raise ValueError(f"invalid mixture {weights}")
+        w = w / w.sum()
+        if not np.array_equal(w, self.weights):
+            self.weights = w
+            self._carry = np.zeros(len(self.names))
+
     def counts(self) -> list[int]:
         """Sequences per domain for the next batch (advances the carried remainders)."""
         quota = self.weights * self.batch_size
@@ -142,14 +159,20 @@ class MixtureBatches:
 # -- evaluation --------------------------------------------------------------------------
 
 
-def _eval_windows(val: np.ndarray, eval_tokens: int, seq_len: int) -> torch.Tensor:
+def _eval_windows(val: np.ndarray, eval_tokens: int, seq_len: int, from_end: bool = False
+                  ) -> torch.Tensor:
     """The fixed held-out set of one domain: consecutive windows over the first
-    ``eval_tokens`` tokens of its validation split, shape (N, T + 1). The same tokens at
-    every checkpoint and in every trial, so differences are the model's, not the sample's."""
+    ``eval_tokens`` tokens of its validation split (the last ones with ``from_end``),
+    shape (N, T + 1). The same tokens at every checkpoint and in every trial, so
+    differences are the model's, not the sample's."""
+    if from_end:
+        val = val[::-1].copy()
     T = min(seq_len, len(val) - 1)
     n = max(1, min(eval_tokens, len(val) - 1) // T)
-    return torch.from_numpy(np.stack([val[i * T: i * T + T + 1] for i in range(n)])
-                            .astype(np.int64))
+    w = np.stack([val[i * T: i * T + T + 1] for i in range(n)])
+    if from_end:
+        w = w[:, ::-1]
+    return torch.from_numpy(np.ascontiguousarray(w).astype(np.int64))
 
 
 @torch.no_grad()
@@ -195,16 +218,18 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
 # -- the trial ---------------------------------------------------------------------------
 
 
-def _load_domains(data_dir: str | Path, mixture: dict[str, float], eval_domains: list[str]
+def _load_domains(data_dir: str | Path, mixture: dict[str, float], eval_domains: list[str],
+                  all_train: bool = False
                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
-    """Training tokens of the weighted domains, validation tokens of the evaluated ones, and
-    the shared vocabulary size."""
+    """Training tokens of the weighted domains (of every mixture domain with
+    ``all_train``: an online mixer may move weight onto any of them), validation tokens of
+    the evaluated ones, and the shared vocabulary size."""
     found = available_domains(data_dir)
     have = ", ".join(found) or "none"
     for d, w in mixture.items():
         if not (math.isfinite(w) and w >= 0):
             raise ValueError(f"mixture weight of {d!r} must be finite and >= 0, got {w}")
-        if w > 0 and d not in found:
+        if (w > 0 or all_train) and d not in found:
             raise ValueError(f"domain {d!r} has weight {w:g} in the mixture but no prepared "
                              f"data in {data_dir} (domains there: {have})")
     if not sum(mixture.values()) > 0:
@@ -215,7 +240,8 @@ def _load_domains(data_dir: str | Path, mixture: dict[str, float], eval_domains:
     if len(kinds) > 1:
         raise ValueError(f"domains in {data_dir} were prepared with different tokenizers "
                          f"({', '.join(sorted(kinds))}); prepare them all with one")
-    train = {d: load_split(found[d], "train") for d, w in mixture.items() if w > 0}
+    train = {d: load_split(found[d], "train") for d, w in mixture.items()
+             if w > 0 or all_train}
     val = {}
     for d in eval_domains:
         split = load_split(found[d], "val") if d in found else None
@@ -253,6 +279,9 @@ def train_trial(
     weight_decay: float = 0.1,
     compile: bool = True,
     progress: bool = True,
+    controller: MixingController | None = None,
+    controller_eval_tokens: int = 2**11,
+    stats: dict[str, float] | None = None,
 ) -> float:
     """Train the preset nearest ``model_size`` for ``steps`` steps on ``mixture`` and call
     ``report(step, {domain: loss}, cost_so_far)`` at each checkpoint (0 = before training).
@@ -270,6 +299,16 @@ def train_trial(
     fit in memory; the optimisation is the same. ``lr`` defaults to the preset's
     :data:`PEAK_LR`. ``compile`` uses torch.compile on CUDA (never on a CPU, where
     compiling costs more than a short run saves).
+
+    ``controller`` mixes online (:mod:`mfms_bo.online`): it sets every batch's mixture
+    (``mixture`` is then only the run's domains and the controller's usual prior) from
+    per-domain losses measured, when it asks, on a small fixed validation set of
+    ``controller_eval_tokens`` tokens per domain (its own, so that probing stays cheap,
+    taken from the end of the validation split: disjoint from the checkpoints' windows
+    when the split holds both).
+    Checkpoint reports then carry the controller's proportions as a fourth argument.
+    ``stats``, when given, is filled with seconds spent training, evaluating checkpoints
+    and evaluating for the controller.
     """
     t0 = time.perf_counter()
     steps = int(steps)
@@ -283,7 +322,19 @@ def train_trial(
         raise ValueError(f"batch_size {batch_size} is not a multiple of micro_batch_size "
                          f"{micro}")
     eval_names = list(eval_domains) if eval_domains is not None else list(mixture)
-    train_tokens, val_tokens, vocab_size = _load_domains(data_dir, dict(mixture), eval_names)
+    if controller is not None:
+        extra = sorted(set(controller.domains) - set(mixture))
+        if extra:
+            raise ValueError(f"the controller mixes domain(s) {extra} that are not in the "
+                             f"trial's mixture {sorted(mixture)}")
+    train_tokens, val_tokens, vocab_size = _load_domains(data_dir, dict(mixture), eval_names,
+                                                         all_train=controller is not None)
+    if controller is not None:
+        missing = [d for d in controller.domains if d not in val_tokens and d not in
+                   _val_for(data_dir, d)]
+        if missing:
+            raise ValueError(f"online mixing needs validation data for every mixed domain; "
+                             f"none for {missing} in {data_dir}")
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
@@ -313,14 +364,31 @@ def train_trial(
     step_model = torch.compile(model) if (compile and cuda) else model
     warmup = warmup_steps(steps)
 
-    batches = MixtureBatches(train_tokens, dict(mixture), batch_size, seq_len, seed)
     windows = {d: _eval_windows(v, eval_tokens, seq_len) for d, v in val_tokens.items()}
+    timing = {"train_seconds": 0.0, "checkpoint_eval_seconds": 0.0,
+              "controller_eval_seconds": 0.0}
+    if controller is None:
+        batches = MixtureBatches(train_tokens, dict(mixture), batch_size, seq_len, seed)
+    else:
+        batches = MixtureBatches(train_tokens, dict.fromkeys(train_tokens, 1.0), batch_size,
+                                 seq_len, seed)
+        # The controller's windows come from the other end of the validation split than
+        # the checkpoints', so the losses the study records are not the ones it optimised.
+        ctl_windows = {d: _eval_windows(val_tokens[d] if d in val_tokens
+                                        else _val_for(data_dir, d)[d],
+                                        controller_eval_tokens, seq_len, from_end=True)
+                       for d in controller.domains}
 
     def checkpoint(step: int) -> None:
+        t_eval = time.perf_counter()
         losses = _evaluate(model, windows, micro, device, autocast)
         if cuda:
             torch.cuda.synchronize()
-        report(step, losses, time.perf_counter() - t0)
+        timing["checkpoint_eval_seconds"] += time.perf_counter() - t_eval
+        if controller is None:
+            report(step, losses, time.perf_counter() - t0)
+        else:
+            report(step, losses, time.perf_counter() - t0, controller.proportions)
 
     if ckpts[0] == 0:
         checkpoint(0)
@@ -328,6 +396,13 @@ def train_trial(
     with tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True,
               desc=f"{name} {device.type}") as bar:
         for step in range(1, steps + 1):
+            if controller is not None:  # step - 1 steps are done
+                if controller.needs_losses(step - 1):
+                    t_eval = time.perf_counter()
+                    controller.observe(step - 1, _evaluate(model, ctl_windows, micro, device,
+                                                           autocast))
+                    timing["controller_eval_seconds"] += time.perf_counter() - t_eval
+                batches.set_weights(controller.mixture(step - 1))
             t_step = time.perf_counter()
             for group in opt.param_groups:
                 group["lr"] = lr_at(step - 1, steps, peak, warmup)
@@ -358,4 +433,20 @@ def train_trial(
                 checkpoint(step)
     if cuda:
         torch.cuda.synchronize()
+    timing["train_seconds"] = train_time
+    if stats is not None:
+        stats.update(timing)
+    if controller is not None:
+        log.info("online %s: final proportions %s; controller evaluation %.1f s = %.1f%% of "
+                 "training time", controller.method,
+                 {d: round(v, 3) for d, v in controller.proportions.items()},
+                 timing["controller_eval_seconds"],
+                 100 * timing["controller_eval_seconds"] / max(train_time, 1e-9))
     return time.perf_counter() - t0
+
+
+def _val_for(data_dir: str | Path, domain: str) -> dict[str, np.ndarray]:
+    """``{domain: validation tokens}`` if the domain has them, else ``{}``."""
+    found = available_domains(data_dir)
+    split = load_split(found[domain], "val") if domain in found else None
+    return {domain: split} if split is not None and len(split) >= 2 else {}
