@@ -42,3 +42,24 @@ def test_bad_setup_fails_at_start(tmp_path: Path, example_dir: Path) -> None:
         TorchBackend(tmp_path)
     with pytest.raises(TypeError, match="unknown option"):
         TorchBackend(example_dir, batchsize=3)
+
+
+def test_run_with_an_online_spec_refines_the_trial_mixture(example_dir: Path,
+                                                          three_domains: list[str]) -> None:
+    from workers.backends import BackendResult
+
+    a, b, c = three_domains
+    mixture = {a: 0.5, b: 0.3, c: 0.2}
+    trial = _trial(mixture, [a, b, c]).model_copy(update={
+        "steps": 24, "checkpoints": [12, 24],
+        "online": {"method": "aioli", "update_steps": 12, "lp_rounds": 1, "lp_steps": 2,
+                   "eta": 0.5}})
+    reports: list = []
+    out = TorchBackend(example_dir, device="cpu", controller_eval_tokens=128,
+                       **FAST).run(trial, lambda *r: reports.append(r))
+    assert isinstance(out, BackendResult) and out.cost > 0
+    final = out.online["final_proportions"]
+    assert set(final) == set(mixture) and abs(sum(final.values()) - 1) < 1e-9
+    assert final != pytest.approx(mixture)  # Aioli started from the mixture and moved it
+    assert set(out.online["average_proportions"]) == set(mixture)
+    assert reports[-1][3] == final  # checkpoints carry the proportions in use
