@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfms_bo.errors import MFMSError
-from server import migrate
+from server import dashboard, migrate
 from server.api.routes import health, studies, trials
 from server.config import Settings
 from server.db import Database
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(studies.router)
     app.include_router(trials.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app
 

@@ -1,0 +1,92 @@
+"""Dashboard routes: two HTML pages, their static files, and the JSON/CSV they read.
+
+The pages are shells (no study data in the HTML): the browser script fetches JSON, with
+the bearer token the user typed in when reads are protected, and writes every name with
+``textContent``, so a study or domain called ``<script>`` is shown, never run. Plotly's
+JavaScript comes from the ``plotly`` Python package installed with the project: the
+dashboard works offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from server import storage
+from server.api.deps import DbDep, InsightsDep, ReadAuth
+from server.api.views import trial_public
+from server.dashboard.data import history_csv, study_dashboard
+from server.errors import NotFound
+from server.study_space import search_space_of_config
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["dashboard"])
+_HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+def _plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(request: Request) -> Response:
+    return templates.TemplateResponse(request, "index.html", {"page": "index"})
+
+
+@router.get("/ui/studies/{study_id}", response_class=HTMLResponse, include_in_schema=False)
+def study_page(request: Request, study_id: int) -> Response:
+    return templates.TemplateResponse(request, "study.html",
+                                      {"page": "study", "study_id": study_id})
+
+
+@router.get("/ui/static/{name}", include_in_schema=False)
+def static_file(name: str) -> Response:
+    if name == "plotly.min.js":
+        return FileResponse(_plotly_js(), media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+    if name not in _STATIC:
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(_HERE / "static" / name, media_type=_STATIC[name])
+
+
+@router.get("/studies/{study_id}/dashboard", dependencies=[ReadAuth])
+def dashboard_data(study_id: int, db: DbDep, insights: InsightsDep) -> Response:
+    """Study, trials, recommendation, uniform mixture's prediction, per-domain slices of
+    the surrogate at the target, and best-so-far vs cumulative cost."""
+    data = study_dashboard(db, insights, study_id)
+    return Response(json.dumps(data, allow_nan=False, default=str),
+                    media_type="application/json")
+
+
+@router.get("/studies/{study_id}/history.csv", dependencies=[ReadAuth])
+def history_as_csv(study_id: int, db: DbDep) -> Response:
+    """Every measurement of every trial, one row each, with the trial's fields."""
+    with db.session() as s:
+        study = storage.get_study(s, study_id)
+        domains = list(search_space_of_config(study.config).mixtures.domains)
+        trials = [trial_public(t) for t in storage.list_trials(s, study_id, None)]
+    return PlainTextResponse(history_csv(trials, domains), media_type="text/csv",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="study-{study_id}-history.csv"'})
+
+
+@router.get("/studies/{study_id}/history.json", dependencies=[ReadAuth])
+def history_as_json(study_id: int, db: DbDep) -> Response:
+    """The trials with their measurements, as ``GET /studies/{id}/trials`` gives them."""
+    with db.session() as s:
+        storage.get_study(s, study_id)
+        trials = [trial_public(t).model_dump(mode="json")
+                  for t in storage.list_trials(s, study_id, None)]
+    return Response(json.dumps({"study_id": study_id, "trials": trials}),
+                    media_type="application/json",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="study-{study_id}-history.json"'})
