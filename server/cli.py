@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_db)
 
     w = sub.add_parser("worker", help="poll a server for trials and run them")
-    w.add_argument("--server", required=True, help="e.g. http://mfms:8000")
+    server_url = os.environ.get("MFMS_SERVER_URL") or None  # containers, Slurm, k8s
+    w.add_argument("--server", default=server_url, required=server_url is None,
+                   help="e.g. http://mfms:8000 (default: $MFMS_SERVER_URL)")
     w.add_argument("--token", default=None, help="default: $MFMS_API_TOKEN")
     w.add_argument("--study", type=int, default=None, help="only this study's trials")
     w.add_argument("--backend", choices=["simulate", "command", "torch"], default="simulate")
