@@ -46,6 +46,8 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from server.config import Settings
 
     url = args.database_url or Settings().database_url
+    if args.action in ("export", "backup", "import"):
+        return _cmd_db_transfer(args, url)
     if args.action == "upgrade":
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
@@ -53,6 +55,58 @@ def _cmd_db(args: argparse.Namespace) -> int:
     print(f"database at revision {migrate.current_revision(url)} "
           f"(head {migrate.head_revision()})")
     return 0
+
+
+def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
+    """``mfms db export|backup|import``: studies as JSON documents (server/transfer.py)."""
+    from mfms_bo.errors import MFMSError
+    from server import migrate, transfer
+    from server.db import Database
+    from server.errors import ServiceError
+
+    where = f"mfms db {args.action}"
+    if migrate.current_revision(url) != migrate.head_revision():
+        print(f"{where}: the database schema is not at head; run `mfms db upgrade` first",
+              file=sys.stderr)
+        return 1
+    if args.action == "export" and not args.study:
+        print(f"{where}: --study ID|NAME is required", file=sys.stderr)
+        return 2
+    if args.action == "import" and not args.file:
+        print(f"{where}: the FILE to import is required", file=sys.stderr)
+        return 2
+    db = Database(url, pool_size=1)
+    try:
+        if args.action == "import":
+            with (sys.stdin if args.file == "-" else open(args.file)) as f:
+                doc = json.load(f)
+            with db.session() as s:
+                studies = transfer.import_document(s, doc, args.name)
+                done = [(st.id, st.name, len(st.trials)) for st in studies]
+            for sid, name, n in done:
+                print(f"imported study {name!r} as id {sid} ({n} trials)")
+            return 0
+        with db.session() as s:
+            if args.action == "export":
+                doc = transfer.export_study(s, transfer.find_study(s, args.study).id)
+            else:
+                doc = transfer.export_backup(s)
+        text = json.dumps(doc, indent=1) + "\n"
+        if args.output in (None, "-"):
+            sys.stdout.write(text)
+        else:
+            tmp = f"{args.output}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, args.output)  # a crash never leaves half a backup behind
+            n = len(doc["studies"]) if args.action == "backup" else 1
+            print(f"wrote {n} stud{'y' if n == 1 else 'ies'} to {args.output}", file=sys.stderr)
+        return 0
+    except (ServiceError, MFMSError, OSError, ValueError) as exc:
+        print(f"{where}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -89,7 +143,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     else:  # argparse restricts the choices
         raise SystemExit(f"unknown backend {args.backend!r}")
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    token = args.token or os.environ.get("MFMS_API_TOKEN")
+    token = (args.token or os.environ.get("MFMS_WORKER_TOKEN")
+             or os.environ.get("MFMS_API_TOKEN"))
     agent = WorkerAgent(MFMSClient(args.server, token=token, retries=5), backend, worker_id,
                         study_id=args.study, max_model_size=args.max_model_size,
                         max_trials=args.max_trials, once=args.once,
@@ -104,7 +159,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     from server.client import MFMSClient, NotFoundError
 
-    client = MFMSClient(args.server, token=args.token or os.environ.get("MFMS_API_TOKEN"))
+    client = MFMSClient(args.server, token=args.token or os.environ.get("MFMS_ADMIN_TOKEN")
+                        or os.environ.get("MFMS_API_TOKEN"))
     if args.action == "create":
         with open(args.file) as f:
             study = client.create_study(json.load(f))
@@ -147,9 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server processes (they coordinate through the database)")
     s.set_defaults(func=_cmd_serve)
 
-    d = sub.add_parser("db", help="database migrations (Alembic)")
-    d.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    d = sub.add_parser("db", help="database migrations (Alembic); export, import and "
+                                  "back up studies as JSON")
+    d.add_argument("action", choices=["upgrade", "downgrade", "current", "export", "import",
+                                      "backup"])
+    d.add_argument("file", nargs="?", default=None,
+                   help="import: a study export or a backup (- for stdin)")
     d.add_argument("--revision", default=None, help="default: head (upgrade), base (downgrade)")
+    d.add_argument("--study", default=None, help="export: the study's id or name")
+    d.add_argument("-o", "--output", default=None, help="export/backup: file (default stdout)")
+    d.add_argument("--name", default=None, help="import: a new name for the study")
     d.add_argument("--database-url", default=None, help="overrides MFMS_DATABASE_URL")
     d.set_defaults(func=_cmd_db)
 
@@ -157,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     server_url = os.environ.get("MFMS_SERVER_URL") or None  # containers, Slurm, k8s
     w.add_argument("--server", default=server_url, required=server_url is None,
                    help="e.g. http://mfms:8000 (default: $MFMS_SERVER_URL)")
-    w.add_argument("--token", default=None, help="default: $MFMS_API_TOKEN")
+    w.add_argument("--token", default=None,
+                   help="default: $MFMS_WORKER_TOKEN, else $MFMS_API_TOKEN")
     w.add_argument("--study", type=int, default=None, help="only this study's trials")
     w.add_argument("--backend", choices=["simulate", "command", "torch"], default="simulate")
     w.add_argument("--data", default=None, help="torch: folder of prepared domains")
@@ -190,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["create", "list", "show"])
     st.add_argument("id", type=int, nargs="?", help="show: the study id")
     st.add_argument("--server", default="http://127.0.0.1:8000")
-    st.add_argument("--token", default=None)
+    st.add_argument("--token", default=None,
+                    help="default: $MFMS_ADMIN_TOKEN, else $MFMS_API_TOKEN")
     st.add_argument("--file", default=None, help="create: JSON body of POST /studies")
     st.set_defaults(func=_cmd_study)
 

@@ -38,7 +38,7 @@ from server.schemas import (
 )
 
 __all__ = ["MFMSClient", "APIError", "NotFoundError", "ConflictError", "InvalidRequestError",
-           "AuthError", "ServerUnavailable", "ServerUnreachable"]
+           "AuthError", "ForbiddenError", "ServerUnavailable", "ServerUnreachable"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,6 +58,11 @@ class InvalidRequestError(APIError):
 
 class AuthError(APIError):
     """401: missing or wrong token."""
+
+
+class ForbiddenError(AuthError):
+    """403: a valid token without the scope the route needs (the worker token on an admin
+    route such as creating or stopping a study)."""
 
 
 class NotFoundError(APIError):
@@ -84,6 +89,8 @@ def _error(resp: httpx.Response) -> APIError:
     cls: type[APIError]
     if resp.status_code == 401:
         cls = AuthError
+    elif resp.status_code == 403:
+        cls = ForbiddenError
     elif resp.status_code == 404:
         cls = NotFoundError
     elif resp.status_code == 409:
@@ -100,7 +107,9 @@ class MFMSClient:
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000``.
-        token: the server's ``MFMS_API_TOKEN`` when it has one.
+        token: a bearer token when the server has them: the worker token
+            (``MFMS_WORKER_TOKEN``) is enough for workers, orchestrators need the admin
+            token (``MFMS_ADMIN_TOKEN``, or the older ``MFMS_API_TOKEN``).
         timeout: seconds per request (``/next-trial`` may wait for a proposal).
         retries: extra attempts for requests that are safe to repeat (reads, heartbeats,
             measurements - idempotent on (trial, step) - and completes), on transport

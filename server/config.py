@@ -1,7 +1,8 @@
 """One place for the service's configuration: environment variables prefixed ``MFMS_``.
 
 Every knob has a default that works on a laptop (a SQLite file in the working directory, no
-token); deployments set ``MFMS_DATABASE_URL`` to PostgreSQL and ``MFMS_API_TOKEN``.
+token); deployments set ``MFMS_DATABASE_URL`` to PostgreSQL, ``MFMS_ADMIN_TOKEN`` and
+``MFMS_WORKER_TOKEN`` (``MFMS_API_TOKEN``, the older name, is the admin token).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ class Settings(BaseSettings):
 
     database_url: str = Field("sqlite:///./mfms.db",
                               description="SQLAlchemy URL; postgresql://... for deployments")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for every route (studies, imports, deletes...)")
+    worker_token: SecretStr | None = Field(
+        None, description="bearer token for the worker protocol only (/next-trial, "
+                          "heartbeat, measurements, complete, fail) and reads")
     api_token: SecretStr | None = Field(
-        None, description="when set, every write needs 'Authorization: Bearer <token>'")
-    protect_reads: bool = Field(False, description="also require the token for reads")
+        None, description="legacy name: the admin token when MFMS_ADMIN_TOKEN is unset")
+    protect_reads: bool = Field(False, description="also require a token for reads")
     auto_upgrade: bool = Field(False, description="run Alembic migrations at server start")
     lease_seconds: float = Field(300.0, gt=0, le=7 * 86400,
                                  description="a running trial without heartbeat this long is "
@@ -63,4 +69,10 @@ class Settings(BaseSettings):
 
     @property
     def token(self) -> str | None:
-        return self.api_token.get_secret_value() if self.api_token else None
+        """The admin token: ``MFMS_ADMIN_TOKEN``, else the legacy ``MFMS_API_TOKEN``."""
+        secret = self.admin_token or self.api_token
+        return secret.get_secret_value() if secret else None
+
+    @property
+    def worker_secret(self) -> str | None:
+        return self.worker_token.get_secret_value() if self.worker_token else None

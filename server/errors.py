@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ServiceError", "NotFound", "Conflict", "Unavailable", "Unauthorized"]
+__all__ = ["ServiceError", "NotFound", "Conflict", "Unavailable", "Unauthorized", "Forbidden"]
 
 
 class ServiceError(Exception):
@@ -30,3 +30,9 @@ class Unavailable(ServiceError):
 
 class Unauthorized(ServiceError):
     status = 401
+
+
+class Forbidden(ServiceError):
+    """A valid token without the scope the route needs (the worker token on an admin route)."""
+
+    status = 403

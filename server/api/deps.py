@@ -1,21 +1,27 @@
-"""Dependencies shared by the routes: services from ``app.state`` and bearer-token auth."""
+"""Dependencies shared by the routes: services from ``app.state`` and bearer-token auth.
+
+Two scopes: ``AdminAuth`` (the admin token; every route that changes studies) and
+``WorkerAuth`` (the worker token or the admin token; the worker protocol). ``WriteAuth`` is
+``AdminAuth``, so a new write route is admin-only unless it opts into ``WorkerAuth``.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
 from server.config import Settings
 from server.db import Database
-from server.errors import Unauthorized
+from server.errors import Forbidden, Unauthorized
 from server.insights import Insights
 from server.maintenance import Maintainer
 from server.proposer import Proposer
 
 __all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep",
-           "require_write", "require_read", "check_token"]
+           "require_admin", "require_worker", "require_write", "require_read", "check_token",
+           "check_scope", "AdminAuth", "WorkerAuth", "WriteAuth", "ReadAuth", "Scope"]
 
 
 def get_db(request: Request) -> Database:
@@ -44,27 +50,67 @@ ProposerDep = Annotated[Proposer, Depends(get_proposer)]
 InsightsDep = Annotated[Insights, Depends(get_insights)]
 MaintainerDep = Annotated[Maintainer, Depends(get_maintainer)]
 
+Scope = Literal["admin", "worker"]
+
 
 def check_token(expected: str | None, authorization: str | None) -> None:
     """Raise 401 unless ``authorization`` is ``Bearer <expected>`` (constant-time compare)."""
     if expected is None:
         return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    given = _bearer(authorization)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("invalid bearer token")
 
 
-def require_write(request: Request) -> None:
-    check_token(request.app.state.settings.token, request.headers.get("authorization"))
+def _bearer(authorization: str | None) -> str:
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    return given.strip()
+
+
+def check_scope(settings: Settings, authorization: str | None, need: Scope) -> Scope | None:
+    """The scope the request's bearer token grants, if it covers ``need``.
+
+    The admin token (``MFMS_ADMIN_TOKEN``, else ``MFMS_API_TOKEN``) covers every route; the
+    worker token (``MFMS_WORKER_TOKEN``) covers the worker protocol and reads. Without any
+    token configured everything is open (returns None). No or an unknown token is 401; the
+    worker token on an admin route is 403. Both comparisons are constant-time and always
+    made, so timing does not tell which token was close.
+    """
+    admin, worker = settings.token, settings.worker_secret
+    if admin is None and worker is None:
+        return None
+    given = _bearer(authorization).encode()
+    is_admin = admin is not None and hmac.compare_digest(given, admin.encode())
+    is_worker = worker is not None and hmac.compare_digest(given, worker.encode())
+    if is_admin:
+        return "admin"
+    if not is_worker:
+        raise Unauthorized("invalid bearer token")
+    if need == "admin":
+        raise Forbidden("this route needs the admin token (MFMS_ADMIN_TOKEN); the worker "
+                        "token only runs trials and reads")
+    return "worker"
+
+
+def require_admin(request: Request) -> None:
+    check_scope(request.app.state.settings, request.headers.get("authorization"), "admin")
+
+
+def require_worker(request: Request) -> None:
+    check_scope(request.app.state.settings, request.headers.get("authorization"), "worker")
 
 
 def require_read(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.protect_reads:
-        check_token(settings.token, request.headers.get("authorization"))
+        check_scope(settings, request.headers.get("authorization"), "worker")
 
 
-WriteAuth = Depends(require_write)
+require_write = require_admin  # the older name: a write route is an admin route by default
+
+AdminAuth = Depends(require_admin)
+WorkerAuth = Depends(require_worker)
+WriteAuth = AdminAuth  # new write routes default to admin-only
 ReadAuth = Depends(require_read)

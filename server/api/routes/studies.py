@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 
-from server import storage
+from server import storage, transfer
 from server.api.deps import (
+    AdminAuth,
     DbDep,
     InsightsDep,
     MaintainerDep,
     ReadAuth,
-    WriteAuth,
 )
 from server.api.views import study_public, trial_public
 from server.db import utcnow
@@ -40,7 +40,7 @@ def _public(s, study) -> StudyPublic:  # noqa: ANN001
 
 
 @router.post("", response_model=StudyPublic, status_code=status.HTTP_201_CREATED,
-             dependencies=[WriteAuth])
+             dependencies=[AdminAuth])
 def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - 1)
     strategy_of_config(body.model_dump(mode="json"), seed)  # validates space and options
@@ -48,6 +48,23 @@ def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> Stu
         check_online(body.domains, body.online)
     with db.session() as s:
         study = storage.create_study(s, data=body, seed=seed)
+        out = _public(s, study)
+    maintainer.wake()
+    return out
+
+
+@router.post("/import", response_model=StudyPublic, status_code=status.HTTP_201_CREATED,
+             dependencies=[AdminAuth])
+def import_study(db: DbDep, maintainer: MaintainerDep,
+                 doc: dict[str, Any] = Body(..., description="a GET /studies/{id}/export "  # noqa: B008
+                                                          "document"),
+                 name: str | None = Query(None, min_length=1, max_length=200,  # noqa: B008
+                                          description="import under this name instead")
+                 ) -> StudyPublic:
+    """Recreate an exported study under new ids (running trials arrive abandoned; see
+    ``server/transfer.py``). 409 if the name is taken, 422 for an unreadable document."""
+    with db.session() as s:
+        study = transfer.import_study(s, doc, name)
         out = _public(s, study)
     maintainer.wake()
     return out
@@ -70,6 +87,14 @@ def get_study(study_id: int, db: DbDep) -> StudyPublic:
         return _public(s, storage.get_study(s, study_id))
 
 
+@router.get("/{study_id}/export", dependencies=[ReadAuth])
+def export_study(study_id: int, db: DbDep) -> dict[str, Any]:
+    """The study, its trials and measurements as one versioned JSON document (the body
+    ``POST /studies/import`` takes, also written by ``mfms db export``)."""
+    with db.session() as s:
+        return transfer.export_study(s, study_id)
+
+
 def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:  # noqa: ANN001
     with db.session() as s:
         study = storage.set_study_state(s, study_id=study_id, action=action, now=utcnow())
@@ -78,23 +103,23 @@ def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:  # n
     return out
 
 
-@router.post("/{study_id}/pause", response_model=StudyPublic, dependencies=[WriteAuth])
+@router.post("/{study_id}/pause", response_model=StudyPublic, dependencies=[AdminAuth])
 def pause_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "pause", db, maintainer)
 
 
-@router.post("/{study_id}/resume", response_model=StudyPublic, dependencies=[WriteAuth])
+@router.post("/{study_id}/resume", response_model=StudyPublic, dependencies=[AdminAuth])
 def resume_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "resume", db, maintainer)
 
 
-@router.post("/{study_id}/stop", response_model=StudyPublic, dependencies=[WriteAuth])
+@router.post("/{study_id}/stop", response_model=StudyPublic, dependencies=[AdminAuth])
 def stop_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "stop", db, maintainer)
 
 
 @router.post("/{study_id}/trials", response_model=TrialPublic,
-             status_code=status.HTTP_201_CREATED, dependencies=[WriteAuth])
+             status_code=status.HTTP_201_CREATED, dependencies=[AdminAuth])
 def enqueue_trial(study_id: int, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep
                   ) -> TrialPublic:
     with db.session() as s:

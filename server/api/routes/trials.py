@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from server import storage
-from server.api.deps import DbDep, MaintainerDep, ProposerDep, ReadAuth, SettingsDep, WriteAuth
+from server.api.deps import (
+    DbDep,
+    MaintainerDep,
+    ProposerDep,
+    ReadAuth,
+    SettingsDep,
+    WorkerAuth,
+)
 from server.api.views import assignment, measurement_public, trial_public
 from server.db import utcnow
 from server.dispatch import next_trial as dispatch_next_trial
@@ -28,7 +35,7 @@ from server.study_space import search_space_of_config
 router = APIRouter(tags=["trials"])
 
 
-@router.post("/next-trial", response_model=TrialAssignment, dependencies=[WriteAuth],
+@router.post("/next-trial", response_model=TrialAssignment, dependencies=[WorkerAuth],
              responses={204: {"description": "no work now; poll again later"}})
 def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: SettingsDep,
                proposer: ProposerDep, maintainer: MaintainerDep) -> TrialAssignment | Response:
@@ -51,7 +58,7 @@ def get_trial(trial_id: int, db: DbDep) -> TrialPublic:
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatResponse,
-             dependencies=[WriteAuth])
+             dependencies=[WorkerAuth])
 def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
               body: HeartbeatRequest | None = None) -> HeartbeatResponse:
     with db.session() as s:
@@ -66,7 +73,7 @@ def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
 
 
 @router.post("/trials/{trial_id}/measurements", response_model=MeasurementPublic,
-             dependencies=[WriteAuth], responses={201: {"description": "recorded"},
+             dependencies=[WorkerAuth], responses={201: {"description": "recorded"},
                                                   200: {"description": "already recorded"}})
 def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db: DbDep,
                      settings: SettingsDep) -> MeasurementPublic:
@@ -93,7 +100,7 @@ def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPubl
 
 
 @router.post("/trials/{trial_id}/complete", response_model=TrialPublic,
-             dependencies=[WriteAuth])
+             dependencies=[WorkerAuth])
 def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
              maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:
@@ -105,7 +112,7 @@ def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: Proposer
         return _finished(s, trial, proposer, maintainer)
 
 
-@router.post("/trials/{trial_id}/fail", response_model=TrialPublic, dependencies=[WriteAuth])
+@router.post("/trials/{trial_id}/fail", response_model=TrialPublic, dependencies=[WorkerAuth])
 def fail(trial_id: int, body: FailRequest, db: DbDep, settings: SettingsDep,
          proposer: ProposerDep, maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:

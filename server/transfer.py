@@ -1,0 +1,299 @@
+"""Study export / import: a versioned JSON document that moves a study between databases.
+
+``export_study`` writes everything that defines a study and what it learned::
+
+    {"format": "mfms-study", "version": 1, "exported_at": "...",
+     "study": {"name", "state", "seed", "config", "created_at"},
+     "trials": [{"state", "source", "priority", "mixture", "model_size", "steps",
+                 "checkpoints", "spec_metadata", "attempt", "retry_of", "worker_id",
+                 "created_at", "started_at", "finished_at", "heartbeat_at",
+                 "lease_expires_at", "cost", "fail_reason", "online_result",
+                 "measurements": [{"step", "losses", "objective", "cost", "proportions",
+                                   "created_at"}]}]}
+
+Database ids are not part of the document: trials are listed in creation order and
+``retry_of`` is the index of the retried trial in ``trials``. ``export_backup`` wraps every
+study in ``{"format": "mfms-backup", "version": 1, "studies": [...]}``.
+
+``import_study`` recreates a study under new ids, keeping its timestamps, state and seed, so
+its history - and so its recommendation - is the original's. Two things cannot carry over:
+
+* a trial that was **running** is imported ``abandoned`` (its lease belonged to the exporting
+  server; no worker holds it here). Its measurements are kept, as the lease reaper keeps
+  them, but its spec is not re-queued: the strategy proposes again, and a hand-enqueued
+  spec can be enqueued again;
+* the per-study proposer lock and the workers table (both transient) are not exported.
+
+Queued trials stay queued. A name that already exists is refused (409) unless a new name
+is given. Datetimes are naive UTC, as stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from mfms_bo.errors import ValidationError as MFMSValidationError
+from server.db import utcnow
+from server.errors import Conflict, NotFound
+from server.models import Measurement, Study, StudyState, Trial, TrialState
+from server.schemas import StudyCreate
+from server.study_space import strategy_of_config
+
+__all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
+           "import_study", "import_backup", "import_document", "find_study",
+           "InvalidDocument"]
+
+FORMAT, BACKUP_FORMAT, VERSION = "mfms-study", "mfms-backup", 1
+RUNNING_ON_IMPORT = ("imported while running: its lease belonged to the exporting server "
+                     "(measurements kept, spec not re-queued)")
+
+
+class InvalidDocument(MFMSValidationError):
+    """The document is not an mfms study export this version can read (HTTP 422)."""
+
+
+# -- export ----------------------------------------------------------------------------------
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _measurement_doc(m: Measurement) -> dict[str, Any]:
+    return {"step": int(m.step), "losses": dict(m.losses), "objective": m.objective,
+            "cost": m.cost, "proportions": None if m.proportions is None else dict(m.proportions),
+            "created_at": _when(m.created_at)}
+
+
+def _trial_doc(t: Trial, index_of: dict[int, int]) -> dict[str, Any]:
+    return {
+        "state": t.state, "source": t.source, "priority": int(t.priority),
+        "mixture": dict(t.mixture), "model_size": float(t.model_size), "steps": int(t.steps),
+        "checkpoints": [int(c) for c in t.checkpoints],
+        "spec_metadata": dict(t.spec_metadata or {}), "attempt": int(t.attempt),
+        "retry_of": None if t.retry_of is None else index_of[t.retry_of],
+        "worker_id": t.worker_id, "created_at": _when(t.created_at),
+        "started_at": _when(t.started_at), "finished_at": _when(t.finished_at),
+        "heartbeat_at": _when(t.heartbeat_at), "lease_expires_at": _when(t.lease_expires_at),
+        "cost": t.cost, "fail_reason": t.fail_reason,
+        "online_result": None if t.online_result is None else dict(t.online_result),
+        "measurements": [_measurement_doc(m) for m in sorted(t.measurements,
+                                                             key=lambda m: m.step)],
+    }
+
+
+def _study_doc(session: Session, study: Study) -> dict[str, Any]:
+    trials = list(session.scalars(
+        select(Trial).where(Trial.study_id == study.id).order_by(Trial.id)
+        .options(selectinload(Trial.measurements))))
+    index_of = {t.id: i for i, t in enumerate(trials)}
+    return {
+        "study": {"name": study.name, "state": study.state, "seed": int(study.seed),
+                  "config": dict(study.config), "created_at": _when(study.created_at)},
+        "trials": [_trial_doc(t, index_of) for t in trials],
+    }
+
+
+def export_study(session: Session, study_id: int) -> dict[str, Any]:
+    """The study (404 if unknown) as a ``mfms-study`` version 1 document (plain JSON)."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise NotFound(f"study {study_id} not found")
+    return {"format": FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
+            **_study_doc(session, study)}
+
+
+def export_backup(session: Session) -> dict[str, Any]:
+    """Every study, oldest first, as one ``mfms-backup`` document."""
+    studies = list(session.scalars(select(Study).order_by(Study.id)))
+    return {"format": BACKUP_FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
+            "studies": [{"format": FORMAT, "version": VERSION, **_study_doc(session, s)}
+                        for s in studies]}
+
+
+def find_study(session: Session, ref: str | int) -> Study:
+    """A study by id (an int or a string of digits) or, failing that, by name."""
+    text = str(ref).strip()
+    if text.isdigit():
+        study = session.get(Study, int(text))
+        if study is not None:
+            return study
+    study = session.scalar(select(Study).where(Study.name == text))
+    if study is None:
+        raise NotFound(f"no study with id or name {text!r}")
+    return study
+
+
+# -- the document, as import reads it --------------------------------------------------------
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class MeasurementDoc(_Doc):
+    step: int = Field(ge=0)
+    losses: dict[str, float]
+    objective: float | None = None
+    cost: float | None = None
+    proportions: dict[str, float] | None = None
+    created_at: datetime
+
+
+class TrialDoc(_Doc):
+    state: TrialState
+    source: Literal["strategy", "user", "import"]
+    priority: int
+    mixture: dict[str, float]
+    model_size: float = Field(gt=0)
+    steps: int = Field(ge=1)
+    checkpoints: list[int]
+    spec_metadata: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(1, ge=1)
+    retry_of: int | None = Field(None, ge=0)
+    worker_id: str | None = Field(None, max_length=200)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    cost: float | None = None
+    fail_reason: str | None = None
+    online_result: dict[str, Any] | None = None
+    measurements: list[MeasurementDoc] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _steps_unique(self) -> TrialDoc:
+        steps = [m.step for m in self.measurements]
+        if len(steps) != len(set(steps)):
+            raise ValueError("measurements: duplicate step")
+        return self
+
+
+class StudyPart(_Doc):
+    name: str = Field(min_length=1, max_length=200)
+    state: StudyState
+    seed: int = Field(ge=0)
+    config: dict[str, Any]
+    created_at: datetime
+
+
+class StudyDoc(_Doc):
+    format: Literal["mfms-study"]
+    version: Literal[1]
+    exported_at: datetime | None = None
+    study: StudyPart
+    trials: list[TrialDoc]
+
+    @model_validator(mode="after")
+    def _retries_point_back(self) -> StudyDoc:
+        for i, t in enumerate(self.trials):
+            if t.retry_of is not None and t.retry_of >= i:
+                raise ValueError(f"trials[{i}].retry_of: {t.retry_of} is not an earlier trial")
+        return self
+
+
+def _check_header(doc: Any, formats: tuple[str, ...]) -> str:
+    if not isinstance(doc, dict):
+        raise InvalidDocument("not an mfms export: expected a JSON object")
+    fmt, version = doc.get("format"), doc.get("version")
+    if fmt not in formats:
+        raise InvalidDocument(f"format: expected {' or '.join(map(repr, formats))}, got "
+                              f"{fmt!r}")
+    if version != VERSION:
+        raise InvalidDocument(f"version: this server reads version {VERSION} documents, "
+                              f"got {version!r}")
+    return fmt
+
+
+def _parse(doc: Any, where: str = "") -> StudyDoc:
+    _check_header(doc, (FORMAT,))
+    try:
+        return StudyDoc.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidDocument(where + _first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+# -- import ----------------------------------------------------------------------------------
+def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
+    part = parsed.study
+    name = name or part.name
+    config = dict(part.config)
+    try:  # the config must still describe a valid study (same checks as POST /studies)
+        StudyCreate.model_validate({**config, "name": name})
+    except ValidationError as exc:
+        raise InvalidDocument("study.config." + _first_error(exc)) from None
+    strategy_of_config({**config, "name": name}, part.seed)
+    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise Conflict(f"name: a study named {name!r} already exists; import it under "
+                       "another name (mfms db import FILE --name NEW)")
+    study = Study(name=name, config=config, state=part.state.value, seed=part.seed,
+                  created_at=part.created_at)
+    session.add(study)
+    session.flush()
+    now = utcnow()
+    ids: list[int] = []
+    for t in parsed.trials:
+        state, fail_reason, finished_at = t.state.value, t.fail_reason, t.finished_at
+        lease = t.lease_expires_at
+        if t.state == TrialState.RUNNING:
+            state, fail_reason, finished_at = TrialState.ABANDONED.value, RUNNING_ON_IMPORT, now
+        if state != TrialState.RUNNING.value:
+            lease = None
+        row = Trial(study_id=study.id, state=state, source=t.source, priority=t.priority,
+                    mixture=dict(t.mixture), model_size=t.model_size, steps=t.steps,
+                    checkpoints=list(t.checkpoints), spec_metadata=dict(t.spec_metadata),
+                    attempt=t.attempt,
+                    retry_of=None if t.retry_of is None else ids[t.retry_of],
+                    worker_id=t.worker_id, created_at=t.created_at, started_at=t.started_at,
+                    finished_at=finished_at, heartbeat_at=t.heartbeat_at,
+                    lease_expires_at=lease, cost=t.cost, fail_reason=fail_reason,
+                    online_result=t.online_result)
+        row.measurements = [
+            Measurement(step=m.step, losses=dict(m.losses), objective=m.objective,
+                        cost=m.cost, proportions=m.proportions, created_at=m.created_at)
+            for m in t.measurements]
+        session.add(row)
+        session.flush()  # one at a time: new ids keep the exported order
+        ids.append(row.id)
+    return study
+
+
+def import_study(session: Session, doc: Any, name: str | None = None) -> Study:
+    """Recreate an exported study under new ids (see the module notes); 422 for a document
+    this version cannot read, 409 when the name is taken."""
+    return _insert(session, _parse(doc), name)
+
+
+def import_backup(session: Session, doc: Any) -> list[Study]:
+    """Every study of an ``mfms-backup`` document, all or nothing."""
+    _check_header(doc, (BACKUP_FORMAT,))
+    studies = doc.get("studies")
+    if not isinstance(studies, list):
+        raise InvalidDocument("studies: expected a list of study documents")
+    parsed = [_parse(s, f"studies[{i}].") for i, s in enumerate(studies)]
+    names = [p.study.name for p in parsed]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidDocument(f"studies: names repeated in the backup: {dupes}")
+    return [_insert(session, p, None) for p in parsed]
+
+
+def import_document(session: Session, doc: Any, name: str | None = None) -> list[Study]:
+    """A study export or a backup, whichever ``doc`` is; ``name`` only for a single study."""
+    fmt = _check_header(doc, (FORMAT, BACKUP_FORMAT))
+    if fmt == BACKUP_FORMAT:
+        if name is not None:
+            raise InvalidDocument("name: a new name applies to a single-study export, not "
+                                  "to a backup")
+        return import_backup(session, doc)
+    return [import_study(session, doc, name)]
