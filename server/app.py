@@ -19,12 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfms_bo.errors import MFMSError
 from server import dashboard, migrate
-from server.api.routes import health, studies, trials
+from server.api.routes import health, metrics, studies, trials
 from server.config import Settings
 from server.db import Database
 from server.errors import ServiceError, Unavailable
 from server.insights import Insights
 from server.maintenance import Maintainer
+from server.observability import Metrics, ObservabilityMiddleware
 from server.proposer import Proposer
 from server.strategy_cache import StrategyCache
 
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url, settings.pool_size)
     strategies = StrategyCache()
-    proposer = Proposer(db, settings, strategies)
+    app_metrics = Metrics(db, settings)  # this app's own registry (create_app may run often)
+    proposer = Proposer(db, settings, strategies, metrics=app_metrics)
     maintainer = Maintainer(db, proposer, settings)
 
     @asynccontextmanager
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.proposer = proposer
     app.state.maintainer = maintainer
     app.state.insights = Insights(db, strategies)
+    app.state.metrics = app_metrics
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -143,8 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(studies.router)
     app.include_router(trials.router)
+    app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    # Outermost (added last): times and logs every request, 413s included.
+    app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, router=app.router)
     return app
 
 

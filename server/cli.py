@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.config
 import os
 import socket
 import sys
@@ -21,11 +22,19 @@ __all__ = ["main", "build_parser"]
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
     from server.config import Settings
+    from server.logs import logging_config
 
     if args.database_url:
         os.environ["MFMS_DATABASE_URL"] = args.database_url
+    # Server logging is configured here and only here (MFMS_LOG_FORMAT=text|json), before
+    # the server stack is imported: uvicorn applies the same dictConfig in every server
+    # process, and the mfms.access line per request replaces uvicorn's access log.
+    logs = {"log_config": logging_config(Settings().log_format), "access_log": False}
+    logging.config.dictConfig(logs["log_config"])
+
+    from server.app import create_app
+
     if args.upgrade:
         from server import migrate
 
@@ -34,10 +43,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # Several processes share the database (the source of truth); each builds its app
         # from the same MFMS_* environment.
         uvicorn.run("server.app:create_app", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+                    workers=args.workers, log_level=args.log_level, **logs)
         return 0
     uvicorn.run(create_app(Settings()), host=args.host, port=args.port,
-                log_level=args.log_level)
+                log_level=args.log_level, **logs)
     return 0
 
 

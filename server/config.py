@@ -7,6 +7,8 @@ token); deployments set ``MFMS_DATABASE_URL`` to PostgreSQL, ``MFMS_ADMIN_TOKEN`
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
         120.0, gt=0, description="workers seen this recently count when sizing the queue")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest accepted request body")
     pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="server logs: text lines, or one JSON object per line")
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mfms_bo.strategies import RandomSearch
 from mfms_bo.trials import TrialSpec
@@ -24,6 +25,9 @@ from server.db import Database, utcnow
 from server.models import StudyState, TrialState
 from server.strategy_cache import StrategyCache
 from server.study_space import search_space_of_config
+
+if TYPE_CHECKING:
+    from server.observability import Metrics
 
 __all__ = ["Proposer", "TopUp"]
 
@@ -40,10 +44,12 @@ class TopUp:
 
 
 class Proposer:
-    def __init__(self, db: Database, settings: Settings, strategies: StrategyCache) -> None:
+    def __init__(self, db: Database, settings: Settings, strategies: StrategyCache,
+                 metrics: Metrics | None = None) -> None:
         self.db = db
         self.settings = settings
         self.strategies = strategies
+        self.metrics = metrics
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def top_up(self, study_id: int, *, want: int, max_model_size: float | None = None
@@ -98,19 +104,31 @@ class Proposer:
                  want: int, max_model_size: float | None) -> list[TrialSpec]:
         entry = self.strategies.strategy(study_id, config, seed)
         with entry.lock:
+            strategy = entry.strategy
+            fits = getattr(strategy, "fit_count", None)
+            t0 = time.perf_counter()
             try:
-                return entry.strategy.propose(history, pending, want, max_model_size)
+                specs = strategy.propose(history, pending, want, max_model_size)
             except ValueError as exc:  # the worker cannot run any size this study uses
+                self._observe(strategy, t0, fits, failure="capability")
                 log.info("study %d: no proposal for max_model_size=%s: %s", study_id,
                          max_model_size, exc)
                 return []
             except Exception:
+                self._observe(strategy, t0, fits, failure="error")
                 # A numerical failure of the surrogate must not stall the workers: run a
                 # random trial this time and say so; the next proposal tries the GP again.
                 log.exception("study %d: strategy failed; proposing at random instead",
                               study_id)
                 fallback = RandomSearch(search_space_of_config(config), seed=seed)
                 return fallback.propose(history, pending, want, max_model_size)
+            self._observe(strategy, t0, fits, proposed=len(specs))
+            return specs
+
+    def _observe(self, strategy, t0: float, fits: int | None,  # noqa: ANN001
+                 **outcome) -> None:  # noqa: ANN003
+        if self.metrics is not None:
+            self.metrics.observe_propose(strategy, time.perf_counter() - t0, fits, **outcome)
 
     def _budget_room(self, s, study) -> int:  # noqa: ANN001
         """How many more trials the study's budget allows (a large number when unlimited)."""

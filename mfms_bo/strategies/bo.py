@@ -15,6 +15,7 @@ different, still useful, trials.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import torch
@@ -77,6 +78,11 @@ class MFMSBO(Strategy):
         self._hyper: dict[str, Tensor] | None = None
         self._fit_trials = 0
         self._cache: tuple[tuple, MFMSGP] | None = None
+        # Instrumentation only (read by the server's metrics): fits made, and the seconds
+        # of the last one and whether it optimised the hyperparameters.
+        self.fit_count = 0
+        self.last_fit_seconds: float | None = None
+        self.last_fit_optimized = False
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
     @property
@@ -113,11 +119,15 @@ class MFMSBO(Strategy):
                     or n_trials >= max(self._fit_trials + 1,
                                        self._fit_trials * (1.0 + self.config.refit_growth))
                     or n_trials < self._fit_trials)  # a different history: start over
+        t0 = time.perf_counter()
         gp = MFMSGP.fit(X, y, groups, self.config, warm_start=self._hyper,
                         seed=self.seed + len(history), optimize=optimize)
         if optimize:
             self._hyper = gp.hyperparameters()
             self._fit_trials = n_trials
+        self.last_fit_seconds = time.perf_counter() - t0
+        self.last_fit_optimized = optimize
+        self.fit_count += 1
         self._cache = (key, gp)
         return gp
 
