@@ -35,7 +35,7 @@ from mfms_bo.online import Aioli, MixingController, Static, Stratified
 from workers.trainer.data import available_domains, build_example_corpus
 from workers.trainer.train import train_trial
 
-ARGS = argparse.Namespace(rounds=6, lp_rounds=4, lp_steps=4)
+ARGS = argparse.Namespace(rounds=6, lp_rounds=4, lp_steps=4, one_hot_factor=0.75)
 METHODS = ("stratified", "aioli-ref", "aioli", "aioli-prior", "static-prior")
 
 
@@ -46,7 +46,8 @@ def aioli(domains: list[str], steps: int, seed: int, **kw: Any) -> Aioli:
     lp_rounds, lp_steps = ARGS.lp_rounds, ARGS.lp_steps
     base = dict(eta=0.2, update_steps=max(steps // rounds, lp_rounds * len(domains) * lp_steps
                                           + 1),
-                lp_rounds=lp_rounds, lp_steps=lp_steps, one_hot_factor=0.75, seed=seed)
+                lp_rounds=lp_rounds, lp_steps=lp_steps, one_hot_factor=ARGS.one_hot_factor,
+                seed=seed)
     base.update(kw)
     return Aioli(domains, **base)
 
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="Aioli rounds per run")
     ap.add_argument("--lp-rounds", type=int, default=4)
     ap.add_argument("--lp-steps", type=int, default=4)
+    ap.add_argument("--one-hot-factor", type=float, default=0.75)
     ap.add_argument("--eta", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
