@@ -379,12 +379,16 @@ def test_failed_trials_still_inform(problem):
 
 @pytest.mark.parametrize(("anchor_steps", "expected"), [("min", 500), ("max", 4000)])
 def test_mfms_bo_initial_design_and_its_cheap_anchor(anchor_steps: str, expected: int) -> None:
-    """The initial design: ``n_init`` full runs at the smallest size, then one anchor at the
-    largest runnable size - by default a short one, a fraction of a full run's cost."""
+    """The initial design: ``n_init`` half-length (geometric middle) runs at the smallest
+    size, then one anchor at the largest runnable size - by default a short one."""
     space = search_space_of(_problem())
     strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "anchor_steps": anchor_steps})
     specs = strat.propose([], [], n=strat._n_initial())
     assert [s.model_size for s in specs] == [20e6] * strat.n_init + [60e6]
-    assert [s.steps for s in specs] == [4000] * strat.n_init + [expected]
+    assert [s.steps for s in specs] == [1414] * strat.n_init + [expected]  # sqrt(500 * 4000)
     with pytest.raises(ValueError, match="anchor_steps"):
         make_strategy("mfms-bo", space, 0, {"anchor_steps": "mid"})
+    full = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "max"})
+    assert {s.steps for s in full.propose([], [], n=full.n_init)} == {4000}
+    with pytest.raises(ValueError, match="init_steps"):
+        make_strategy("mfms-bo", space, 0, {"init_steps": "all"})
