@@ -27,6 +27,7 @@ from server.insights import Insights
 from server.maintenance import Maintainer
 from server.observability import Metrics, ObservabilityMiddleware
 from server.proposer import Proposer
+from server.schemas import ErrorBody
 from server.strategy_cache import StrategyCache
 
 __all__ = ["create_app"]
@@ -51,19 +52,29 @@ class BodySizeLimit:
             await _too_large(send, self.limit)
             return
         seen = 0
+        too_large = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
+                    too_large = True
                     raise _BodyTooLarge()
             return msg
 
+        async def checked_send(msg: Message) -> None:
+            # FastAPI turns any error while reading the body into its own 400 ("error
+            # parsing the body"); an overlong body still gets the 413 below instead.
+            if not too_large:
+                await send(msg)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, checked_send)
         except _BodyTooLarge:
+            pass
+        if too_large:
             await _too_large(send, self.limit)
 
 
@@ -77,6 +88,17 @@ async def _too_large(send: Send, limit: int) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+# Documents the error bodies the handlers below really send (FastAPI's default 422 schema,
+# a list of pydantic errors, is not what this server answers).
+_ERRORS: dict[int | str, dict] = {
+    "4XX": {"model": ErrorBody, "description": "refused: `detail` says why and names the "
+            "field; a malformed request (422) lists every failing field in `errors`"},
+    503: {"model": ErrorBody, "description": "the database is unavailable; retry later",
+          "headers": {"Retry-After": {"description": "seconds to wait",
+                                      "schema": {"type": "integer"}}}},
+}
 
 
 def _field(loc: tuple | list) -> str:
@@ -108,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="mfms-bo", version="0.1.0", lifespan=lifespan,
                   description="Bayesian optimisation of pretraining data mixtures across "
-                              "model sizes and training lengths.")
+                              "model sizes and training lengths.", responses=_ERRORS)
     app.state.settings = settings
     app.state.db = db
     app.state.strategies = strategies

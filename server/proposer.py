@@ -51,6 +51,9 @@ class Proposer:
         self.strategies = strategies
         self.metrics = metrics
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # study -> lock token this process failed to release (the database was down then);
+        # released on the study's next top-up rather than left to lapse.
+        self._unreleased: dict[int, str] = {}
 
     def top_up(self, study_id: int, *, want: int, max_model_size: float | None = None
                ) -> TopUp:
@@ -58,6 +61,7 @@ class Proposer:
         nearly spent); 0 when the study is not running or has nothing left to propose."""
         if want <= 0:
             return TopUp(0)
+        self._retry_release(study_id)
         now = utcnow()
         with self.db.session() as s:
             study = storage.get_study(s, study_id)
@@ -96,8 +100,23 @@ class Proposer:
             try:
                 with self.db.session() as s:
                     storage.release_proposer(s, study_id=study_id, holder=holder)
-            except Exception:  # the lock lapses by itself
-                log.warning("study %d: could not release the proposer lock", study_id)
+            except Exception:
+                self._unreleased[study_id] = holder
+                log.warning("study %d: could not release the proposer lock; retrying at the "
+                            "next top-up", study_id)
+            raise
+
+    def _retry_release(self, study_id: int) -> None:
+        """Release the lock a failed top-up of this process left behind (a database outage
+        mid-proposal), so the study does not wait ``proposal_lock_seconds`` for it."""
+        holder = self._unreleased.pop(study_id, None)
+        if holder is None:
+            return
+        try:
+            with self.db.session() as s:
+                storage.release_proposer(s, study_id=study_id, holder=holder)
+        except Exception:
+            self._unreleased.setdefault(study_id, holder)
             raise
 
     def _propose(self, study_id: int, config: dict, seed: int, history, pending,  # noqa: ANN001

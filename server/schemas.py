@@ -19,7 +19,7 @@ __all__ = [
     "HeartbeatResponse", "MeasurementIn", "MeasurementPublic", "CompleteRequest",
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
-    "OnlineSummary",
+    "OnlineSummary", "ErrorBody", "FieldError",
 ]
 
 StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo"]
@@ -124,7 +124,7 @@ class Capabilities(_In):
 
 class NextTrialRequest(_In):
     worker_id: str = _NAME
-    study_id: int | None = None
+    study_id: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     capabilities: Capabilities | None = None
 
 
@@ -281,3 +281,17 @@ class Health(BaseModel):
     status: str
     database: str
     version: str
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the offending field, e.g. steps.max or path.study_id")
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (4xx, 503): ``detail`` says why, naming the offending field; a
+    malformed request (422) also lists each failing field in ``errors``."""
+
+    detail: str
+    errors: list[FieldError] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from server.config import Settings
 from server.db import Database
@@ -19,7 +19,8 @@ from server.insights import Insights
 from server.maintenance import Maintainer
 from server.proposer import Proposer
 
-__all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep",
+__all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep", "StudyId",
+           "TrialId", "MAX_ID",
            "require_admin", "require_worker", "require_write", "require_read", "check_token",
            "check_scope", "AdminAuth", "WorkerAuth", "WriteAuth", "ReadAuth", "Scope"]
 
@@ -49,6 +50,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProposerDep = Annotated[Proposer, Depends(get_proposer)]
 InsightsDep = Annotated[Insights, Depends(get_insights)]
 MaintainerDep = Annotated[Maintainer, Depends(get_maintainer)]
+
+# Ids in URLs: no database stores one beyond 64 bits (SQLite cannot even bind it), so one
+# outside that range is a 422 naming the parameter, not a driver error (500).
+MAX_ID = 2**63 - 1
+StudyId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="a study's id")]
+TrialId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="a trial's id")]
 
 Scope = Literal["admin", "worker"]
 

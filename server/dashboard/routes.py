@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.templating import Jinja2Templates
 
 from server import storage
-from server.api.deps import DbDep, InsightsDep, ReadAuth
+from server.api.deps import DbDep, InsightsDep, ReadAuth, StudyId
 from server.api.views import trial_public
 from server.dashboard.data import history_csv, study_dashboard
 from server.errors import NotFound
@@ -59,7 +59,7 @@ def static_file(name: str) -> Response:
 
 
 @router.get("/studies/{study_id}/dashboard", dependencies=[ReadAuth])
-def dashboard_data(study_id: int, db: DbDep, insights: InsightsDep) -> Response:
+def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep) -> Response:
     """Study, trials, recommendation, uniform mixture's prediction, per-domain slices of
     the surrogate at the target, and best-so-far vs cumulative cost."""
     data = study_dashboard(db, insights, study_id)
@@ -67,8 +67,9 @@ def dashboard_data(study_id: int, db: DbDep, insights: InsightsDep) -> Response:
                     media_type="application/json")
 
 
-@router.get("/studies/{study_id}/history.csv", dependencies=[ReadAuth])
-def history_as_csv(study_id: int, db: DbDep) -> Response:
+@router.get("/studies/{study_id}/history.csv", dependencies=[ReadAuth],
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+def history_as_csv(study_id: StudyId, db: DbDep) -> Response:
     """Every measurement of every trial, one row each, with the trial's fields."""
     with db.session() as s:
         study = storage.get_study(s, study_id)
@@ -80,7 +81,7 @@ def history_as_csv(study_id: int, db: DbDep) -> Response:
 
 
 @router.get("/studies/{study_id}/history.json", dependencies=[ReadAuth])
-def history_as_json(study_id: int, db: DbDep) -> Response:
+def history_as_json(study_id: StudyId, db: DbDep) -> Response:
     """The trials with their measurements, as ``GET /studies/{id}/trials`` gives them."""
     with db.session() as s:
         storage.get_study(s, study_id)

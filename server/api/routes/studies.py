@@ -14,6 +14,7 @@ from server.api.deps import (
     InsightsDep,
     MaintainerDep,
     ReadAuth,
+    StudyId,
 )
 from server.api.views import study_public, trial_public
 from server.db import utcnow
@@ -82,13 +83,13 @@ def list_studies(db: DbDep) -> StudyList:
 
 
 @router.get("/{study_id}", response_model=StudyPublic, dependencies=[ReadAuth])
-def get_study(study_id: int, db: DbDep) -> StudyPublic:
+def get_study(study_id: StudyId, db: DbDep) -> StudyPublic:
     with db.session() as s:
         return _public(s, storage.get_study(s, study_id))
 
 
 @router.get("/{study_id}/export", dependencies=[ReadAuth])
-def export_study(study_id: int, db: DbDep) -> dict[str, Any]:
+def export_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
     """The study, its trials and measurements as one versioned JSON document (the body
     ``POST /studies/import`` takes, also written by ``mfms db export``)."""
     with db.session() as s:
@@ -104,23 +105,23 @@ def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:  # n
 
 
 @router.post("/{study_id}/pause", response_model=StudyPublic, dependencies=[AdminAuth])
-def pause_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+def pause_study(study_id: StudyId, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "pause", db, maintainer)
 
 
 @router.post("/{study_id}/resume", response_model=StudyPublic, dependencies=[AdminAuth])
-def resume_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+def resume_study(study_id: StudyId, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "resume", db, maintainer)
 
 
 @router.post("/{study_id}/stop", response_model=StudyPublic, dependencies=[AdminAuth])
-def stop_study(study_id: int, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
+def stop_study(study_id: StudyId, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     return _transition(study_id, "stop", db, maintainer)
 
 
 @router.post("/{study_id}/trials", response_model=TrialPublic,
              status_code=status.HTTP_201_CREATED, dependencies=[AdminAuth])
-def enqueue_trial(study_id: int, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep
+def enqueue_trial(study_id: StudyId, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep
                   ) -> TrialPublic:
     with db.session() as s:
         study = storage.get_study(s, study_id, lock=True)
@@ -136,7 +137,7 @@ TrialStateFilter = Literal["queued", "running", "completed", "failed", "abandone
 
 
 @router.get("/{study_id}/trials", response_model=TrialList, dependencies=[ReadAuth])
-def list_trials(study_id: int, db: DbDep,
+def list_trials(study_id: StudyId, db: DbDep,
                 state: TrialStateFilter | None = Query(None)) -> TrialList:  # noqa: B008
     with db.session() as s:
         storage.get_study(s, study_id)
@@ -146,10 +147,10 @@ def list_trials(study_id: int, db: DbDep,
 
 @router.get("/{study_id}/recommendation", response_model=RecommendationPublic,
             dependencies=[ReadAuth])
-def recommendation(study_id: int, insights: InsightsDep) -> RecommendationPublic:
+def recommendation(study_id: StudyId, insights: InsightsDep) -> RecommendationPublic:
     return insights.recommendation(study_id)
 
 
 @router.post("/{study_id}/predict", response_model=PredictResponse, dependencies=[ReadAuth])
-def predict(study_id: int, body: PredictRequest, insights: InsightsDep) -> PredictResponse:
+def predict(study_id: StudyId, body: PredictRequest, insights: InsightsDep) -> PredictResponse:
     return insights.predict(study_id, body)

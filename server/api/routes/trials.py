@@ -11,6 +11,7 @@ from server.api.deps import (
     ProposerDep,
     ReadAuth,
     SettingsDep,
+    TrialId,
     WorkerAuth,
 )
 from server.api.views import assignment, measurement_public, trial_public
@@ -52,14 +53,14 @@ def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: 
 
 
 @router.get("/trials/{trial_id}", response_model=TrialPublic, dependencies=[ReadAuth])
-def get_trial(trial_id: int, db: DbDep) -> TrialPublic:
+def get_trial(trial_id: TrialId, db: DbDep) -> TrialPublic:
     with db.session() as s:
         return trial_public(storage.get_trial(s, trial_id))
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatResponse,
              dependencies=[WorkerAuth])
-def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
+def heartbeat(trial_id: TrialId, db: DbDep, settings: SettingsDep,
               body: HeartbeatRequest | None = None) -> HeartbeatResponse:
     with db.session() as s:
         trial = storage.heartbeat(s, trial_id=trial_id,
@@ -75,7 +76,7 @@ def heartbeat(trial_id: int, db: DbDep, settings: SettingsDep,
 @router.post("/trials/{trial_id}/measurements", response_model=MeasurementPublic,
              dependencies=[WorkerAuth], responses={201: {"description": "recorded"},
                                                   200: {"description": "already recorded"}})
-def post_measurement(trial_id: int, body: MeasurementIn, response: Response, db: DbDep,
+def post_measurement(trial_id: TrialId, body: MeasurementIn, response: Response, db: DbDep,
                      settings: SettingsDep) -> MeasurementPublic:
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
@@ -101,7 +102,7 @@ def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPubl
 
 @router.post("/trials/{trial_id}/complete", response_model=TrialPublic,
              dependencies=[WorkerAuth])
-def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
+def complete(trial_id: TrialId, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
              maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
@@ -113,7 +114,7 @@ def complete(trial_id: int, body: CompleteRequest, db: DbDep, proposer: Proposer
 
 
 @router.post("/trials/{trial_id}/fail", response_model=TrialPublic, dependencies=[WorkerAuth])
-def fail(trial_id: int, body: FailRequest, db: DbDep, settings: SettingsDep,
+def fail(trial_id: TrialId, body: FailRequest, db: DbDep, settings: SettingsDep,
          proposer: ProposerDep, maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:
         trial, _ = storage.fail_trial(s, trial_id=trial_id, reason=body.reason,
