@@ -20,7 +20,7 @@ import httpx
 from bench.soak import ServerProcess, audit, audit_ok, run_load, study_body, summarize
 
 WORKERS = 64
-SECONDS = 12.0
+SECONDS = 10.0
 
 
 def test_64_workers_one_server_nothing_lost_nothing_doubled(pg_database: str) -> None:
