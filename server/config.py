@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     queue_max: int = Field(16, ge=1, le=1024,
                            description="most proposals queued per study at once")
     proposal_lock_seconds: float = Field(
-        600.0, gt=0, description="a study's proposer lock lapses after this (crashed server)")
+        30.0, gt=0, description="a study's proposer lock is renewed every third of this "
+                                "while its holder works, and lapses after it when the "
+                                "holder died (a killed server)")
     next_trial_wait_seconds: float = Field(
         5.0, ge=0, le=120, description="how long /next-trial waits for another process's "
                                        "proposal before answering 204")

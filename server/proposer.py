@@ -9,11 +9,14 @@ short transaction queues the proposals and releases the lock - only if it is sti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,8 +84,9 @@ class Proposer:
             with self.db.session() as s:
                 history, pending = storage.history_of(s, study_id)
             t0 = time.perf_counter()
-            specs = self._propose(study_id, config, seed, history, pending, want,
-                                  max_model_size)
+            with self._renewing(study_id, holder):
+                specs = self._propose(study_id, config, seed, history, pending, want,
+                                      max_model_size)
             with self.db.session() as s:
                 # Re-check the budget under the lock: trials may have been enqueued by hand
                 # while the strategy worked.
@@ -105,6 +109,33 @@ class Proposer:
                 log.warning("study %d: could not release the proposer lock; retrying at the "
                             "next top-up", study_id)
             raise
+
+    @contextlib.contextmanager
+    def _renewing(self, study_id: int, holder: str) -> Iterator[None]:
+        """Keep the proposer lock alive while the strategy works. The lock's lease is
+        short, so a server killed mid-proposal blocks its study's proposals for at most
+        ``proposal_lock_seconds``; a live holder renews it every third of that, however
+        long its GP fit takes."""
+        seconds = self.settings.proposal_lock_seconds
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(seconds / 3.0):
+                try:
+                    with self.db.session() as s:
+                        if not storage.renew_proposer(s, study_id=study_id, holder=holder,
+                                                      now=utcnow(), seconds=seconds):
+                            return  # lost it: insert_proposals will refuse our batch
+                except Exception:  # noqa: BLE001 - database down: try again next period
+                    log.warning("study %d: could not renew the proposer lock", study_id)
+
+        thread = threading.Thread(target=renew, name=f"proposer-lock-{study_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _retry_release(self, study_id: int) -> None:
         """Release the lock a failed top-up of this process left behind (a database outage

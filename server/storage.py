@@ -503,6 +503,16 @@ def acquire_proposer(session: Session, *, study_id: int, holder: str, now: datet
     return res.rowcount == 1
 
 
+def renew_proposer(session: Session, *, study_id: int, holder: str, now: datetime,
+                   seconds: float) -> bool:
+    """Extend ``holder``'s lock (a long GP fit keeps it); False if it was lost."""
+    res = session.execute(
+        update(Study).where(Study.id == study_id, Study.proposer_id == holder)
+        .values(proposer_until=now + timedelta(seconds=seconds))
+        .execution_options(synchronize_session=False))
+    return res.rowcount == 1
+
+
 def release_proposer(session: Session, *, study_id: int, holder: str) -> None:
     session.execute(
         update(Study).where(Study.id == study_id, Study.proposer_id == holder)

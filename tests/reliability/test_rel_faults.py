@@ -212,9 +212,9 @@ def test_server_killed_mid_study_restarts_and_loses_nothing(pg_database: str) ->
     every acknowledged measurement is stored, and the study completes its budget.
 
     A kill that lands while the server is proposing leaves the study's proposer lock held
-    by the dead process until ``proposal_lock_seconds`` pass (600 s by default, sized for a
-    slow GP fit): the study gets no new proposals until then. ``random`` proposes in
-    milliseconds, so the lock here is 4 s."""
+    by the dead process until ``proposal_lock_seconds`` pass (30 s by default; a live
+    holder renews it during a long GP fit): the study gets no new proposals until then.
+    The lock here is 4 s to keep the test short."""
     budget = 8
     srv = ServerProcess(pg_database, lease_seconds=3, maintenance_interval_seconds=0.5,
                         next_trial_wait_seconds=1, proposal_lock_seconds=4)
@@ -481,7 +481,7 @@ def test_postgres_connections_time_out_by_default() -> None:
 def test_outage_mid_proposal_does_not_stall_the_study(pg_database: str) -> None:
     """The database goes away while the server is proposing: the proposer lock it took
     cannot be released then. It must be released once the database is back, not left to
-    lapse after ``proposal_lock_seconds`` (600 s by default), a stall of every worker."""
+    lapse after ``proposal_lock_seconds`` (30 s by default), a stall of every worker."""
     from fastapi.testclient import TestClient
 
     from server.app import create_app

@@ -104,3 +104,44 @@ def test_two_servers_share_one_database(db_url: str) -> None:
         assert len(trials) == 24
         mixtures = {tuple(sorted(t.mixture.items())) + (t.model_size, t.steps) for t in trials}
         assert len(mixtures) == 24  # no proposal was queued twice
+
+
+def test_proposer_lock_is_renewed_during_a_slow_proposal(db_url: str) -> None:
+    """The lock's lease is short (a killed server blocks its study only briefly), so a live
+    holder must renew it while its strategy works, or a second server would take over
+    mid-fit and both would propose."""
+    import time as _time
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.config import Settings
+    from server.db import Database, utcnow
+    from server.models import Study
+    from server.proposer import Proposer
+    from server.strategy_cache import StrategyCache
+
+    settings = make_settings(db_url, proposal_lock_seconds=0.6)
+    app = create_app(settings)
+    with TestClient(app) as http:
+        study_id = http.post("/studies", json=study_body(strategy={"name": "random"})).json()["id"]
+    db = Database(settings.database_url)
+    proposer = Proposer(db, Settings(database_url=settings.database_url,
+                                     proposal_lock_seconds=0.6, background=False),
+                        StrategyCache())
+    original = proposer._propose
+    seen: list[bool] = []
+
+    def slow(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for _ in range(4):  # 1.6 s of "GP fit", well past the 0.6 s lease
+            _time.sleep(0.4)
+            with db.session() as s:
+                until = s.get(Study, study_id).proposer_until
+                seen.append(until is not None and until > utcnow())
+        return original(*args, **kwargs)
+
+    proposer._propose = slow  # type: ignore[method-assign]
+    assert proposer.top_up(study_id, want=2).made >= 1
+    assert all(seen) and len(seen) == 4  # never lapsed while the holder was alive
+    with db.session() as s:
+        assert s.get(Study, study_id).proposer_id is None  # released afterwards
