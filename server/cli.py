@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import chatter
     return int(args.func(args) or 0)
 
 

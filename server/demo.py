@@ -57,6 +57,9 @@ def run_demo(problem_ref: str = "sim-k5", strategy: str = "mfms-bo", workers: in
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The demo prints a line per trial itself; the in-process server's access log (one line
+    # per request, INFO) would bury them.
+    logging.getLogger("mfms.access").setLevel(logging.WARNING)
     problem = load_problem(problem_ref)
     target_cost = problem.cost(max(problem.model_sizes), problem.steps[1])
     budget = budget if budget is not None else 6 * target_cost
