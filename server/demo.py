@@ -54,12 +54,23 @@ def _free_port() -> int:
 def run_demo(problem_ref: str = "sim-k5", strategy: str = "mfms-bo", workers: int = 2,
              max_trials: int = 40, budget: float | None = None, seed: int = 0,
              database_url: str | None = None) -> int:
+    # The demo prints a line per trial itself; the in-process server's access log (one line
+    # per request, INFO) would bury them. Restored afterwards: the caller's logging is theirs.
+    access = logging.getLogger("mfms.access")
+    level = access.level
+    access.setLevel(logging.WARNING)
+    try:
+        return _run_demo(problem_ref, strategy, workers, max_trials, budget, seed,
+                         database_url)
+    finally:
+        access.setLevel(level)
+
+
+def _run_demo(problem_ref: str, strategy: str, workers: int, max_trials: int,
+              budget: float | None, seed: int, database_url: str | None) -> int:
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # The demo prints a line per trial itself; the in-process server's access log (one line
-    # per request, INFO) would bury them.
-    logging.getLogger("mfms.access").setLevel(logging.WARNING)
     problem = load_problem(problem_ref)
     target_cost = problem.cost(max(problem.model_sizes), problem.steps[1])
     budget = budget if budget is not None else 6 * target_cost
