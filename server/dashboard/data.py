@@ -61,17 +61,16 @@ def study_dashboard(db: Database, insights: Insights, study_id: int) -> dict[str
     finished = sorted((t for t in trials if t.finished_at is not None and t.cost is not None),
                       key=lambda t: t.finished_at)  # type: ignore[arg-type, return-value]
     completed = [t for t in finished if t.state == "completed"]
-    sliced = _sliced_domains(domains, rec.mixture)
-    slice_mixtures = [_slice(space, rec.mixture, d, v) for d in sliced
-                      for v in _grid(space, d)]
+    grids = {d: _grid(space, d) for d in _sliced_domains(domains, rec.mixture)}
+    slice_mixtures = [_slice(space, rec.mixture, d, v) for d, grid in grids.items()
+                      for v in grid]
     mixtures = [uniform, *slice_mixtures, *(t.mixture for t in completed)]
     preds = _predict(insights, study_id, mixtures)
     if preds is None:
         return out
     out["uniform_prediction"] = preds[0]
     i = 1
-    for d in sliced:
-        grid = _grid(space, d)
+    for d, grid in grids.items():
         pts = preds[i:i + len(grid)]
         i += len(grid)
         out["slices"].append({"domain": d, "weight": [p["mixture"][d] for p in pts],

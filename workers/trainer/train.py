@@ -330,8 +330,10 @@ def train_trial(
     train_tokens, val_tokens, vocab_size = _load_domains(data_dir, dict(mixture), eval_names,
                                                          all_train=controller is not None)
     if controller is not None:
-        missing = [d for d in controller.domains if d not in val_tokens and d not in
-                   _val_for(data_dir, d)]
+        # Each mixed domain's validation split, read once (most are already loaded).
+        ctl_val = {d: val_tokens[d] if d in val_tokens else _val_for(data_dir, d)
+                   for d in controller.domains}
+        missing = [d for d, v in ctl_val.items() if v is None]
         if missing:
             raise ValueError(f"online mixing needs validation data for every mixed domain; "
                              f"none for {missing} in {data_dir}")
@@ -374,10 +376,8 @@ def train_trial(
                                  seq_len, seed)
         # The controller's windows come from the other end of the validation split than
         # the checkpoints', so the losses the study records are not the ones it optimised.
-        ctl_windows = {d: _eval_windows(val_tokens[d] if d in val_tokens
-                                        else _val_for(data_dir, d)[d],
-                                        controller_eval_tokens, seq_len, from_end=True)
-                       for d in controller.domains}
+        ctl_windows = {d: _eval_windows(v, controller_eval_tokens, seq_len, from_end=True)
+                       for d, v in ctl_val.items()}
 
     def checkpoint(step: int) -> None:
         t_eval = time.perf_counter()
@@ -445,8 +445,8 @@ def train_trial(
     return time.perf_counter() - t0
 
 
-def _val_for(data_dir: str | Path, domain: str) -> dict[str, np.ndarray]:
-    """``{domain: validation tokens}`` if the domain has them, else ``{}``."""
+def _val_for(data_dir: str | Path, domain: str) -> np.ndarray | None:
+    """The domain's validation tokens, or ``None`` if it has none (or too few)."""
     found = available_domains(data_dir)
     split = load_split(found[domain], "val") if domain in found else None
-    return {domain: split} if split is not None and len(split) >= 2 else {}
+    return split if split is not None and len(split) >= 2 else None
