@@ -49,6 +49,8 @@ def test_duplicate_name_is_409(api: MFMSClient) -> None:
     ({"model_sizes": [-1]}, "model_sizes"),
     ({"strategy": {"name": "nope"}}, "strategy.name"),
     ({"strategy": {"name": "mfms-bo", "options": {"bogus": 1}}}, "bad options"),
+    ({"strategy": {"name": "mfms-bo", "options": {"surrogate": {"transfer_lengthscale": -1}}}},
+     "transfer_lengthscale must be a positive number"),
     ({"checkpoints": 0}, "checkpoints"),
     ({"budget": {"cost": -5}}, "budget.cost"),
     ({"model-size": 5}, "model-size"),
