@@ -57,6 +57,9 @@ class MFMSBO(Strategy):
             GP how mixtures rank, for a fraction of the cost of full runs, and the
             acquisition buys full-length runs where they teach the most (5 seeds, four
             simulated problems: cost to 1% of the optimum 2.7-9.7 -> 0.9-1.9 GPU-h).
+            ``"min"`` is 2.3x cheaper again on three simulated problems but 2x dearer on
+            two of the three published run tables (bench/README.md), so it is not the
+            default.
         n_steps: step levels on the acquisition grid.
         n_mixtures: random mixtures scored per fidelity.
         surrogate: further :class:`SurrogateConfig` fields.
