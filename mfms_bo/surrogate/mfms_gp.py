@@ -62,8 +62,9 @@ class SurrogateConfig:
             to 0.5% of the optimum by 1.2-3.4x on the three published run tables, where
             rankings transfer (rank correlation 0.70-0.97 from the smallest size to the
             target), but on sim-k8-extrap, where they transfer weakly (0.47), the search
-            trusts its small runs and never gets within 0.5% in 40 trials. Set it when you
-            know your domains' rankings transfer across your ladder.
+            trusts its small runs and does not get within 0.5% in 40 trials (3 of 5 seeds at
+            0.6, 5 of 5 at 1.0). Set it when you know your domains' rankings transfer
+            across your ladder. Additive kernel only.
     """
 
     kernel: str = "additive"
@@ -78,6 +79,9 @@ class SurrogateConfig:
         t = self.transfer_lengthscale
         if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
             raise ValueError(f"transfer_lengthscale must be a positive number or null, got {t!r}")
+        if t is not None and self.kernel != "additive":
+            raise ValueError("transfer_lengthscale needs kernel 'additive' (the seed design "
+                             "has no separate mixture x fidelity factor)")
 
 
 def thin_observations(groups: Tensor, steps: Tensor, cap: int) -> Tensor:

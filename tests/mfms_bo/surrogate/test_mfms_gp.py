@@ -259,3 +259,8 @@ def test_transfer_prior_lets_small_runs_inform_the_target_size():
 def test_transfer_lengthscale_is_validated(bad):
     with pytest.raises(ValueError, match="transfer_lengthscale"):
         SurrogateConfig(transfer_lengthscale=bad)
+
+
+def test_transfer_lengthscale_needs_the_additive_design():
+    with pytest.raises(ValueError, match="additive"):
+        SurrogateConfig(kernel="seed", transfer_lengthscale=1.0)
