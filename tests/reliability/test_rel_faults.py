@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,20 +35,11 @@ import pytest
 from bench.soak import ServerProcess, audit, audit_ok, losses_for, run_load, study_body
 from server.client import MFMSClient
 from server.schemas import TrialAssignment, TrialPublic
+from tests.polling import wait_until
 from tests.server.conftest import LiveServer, make_settings
 from workers.agent import WorkerAgent
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait(pred: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 # -- clients that remember what the server acknowledged ------------------------------------
@@ -171,9 +161,10 @@ def test_worker_killed_mid_trial_spec_requeued_partial_curve_kept(pg_database: s
                                   env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
-            victim = _wait(lambda: next((t for t in api.list_trials(s.id)
-                                         if t.worker_id == "doomed" and len(t.measurements) == 2),
-                                        None), 60, "two reported checkpoints")
+            victim = wait_until(
+                lambda: next((t for t in api.list_trials(s.id)
+                              if t.worker_id == "doomed" and len(t.measurements) == 2), None),
+                60, "two reported checkpoints")
             time.sleep(2.5)  # beyond one lease: the heartbeats keep it
             assert api.get_trial(victim.id).state == "running"
             os.kill(worker.pid, signal.SIGKILL)
@@ -182,8 +173,8 @@ def test_worker_killed_mid_trial_spec_requeued_partial_curve_kept(pg_database: s
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(30)
-        lost = _wait(lambda: (t := api.get_trial(victim.id)).state == "abandoned" and t,
-                     30, "the lease to lapse")
+        lost = wait_until(lambda: (t := api.get_trial(victim.id)).state == "abandoned" and t,
+                          30, "the lease to lapse")
         assert "lease expired" in lost.fail_reason and "doomed" in lost.fail_reason
         assert [(m.step, m.losses) for m in lost.measurements] == \
             [(m.step, m.losses) for m in victim.measurements]  # the partial curve is kept
@@ -223,15 +214,15 @@ def test_server_killed_mid_study_restarts_and_loses_nothing(pg_database: str) ->
         s = api.create_study(study_body(strategy="random", budget_trials=budget,
                                         checkpoints=4))
         with Fleet(srv.url, s.id, n=3, pause=0.1) as fleet:
-            _wait(lambda: api.get_study(s.id).counts["completed"] >= 3
-                  and any(t.state == "running" and t.measurements
-                          for t in api.list_trials(s.id)), 60, "a study in full swing")
+            wait_until(lambda: api.get_study(s.id).counts["completed"] >= 3
+                       and any(t.state == "running" and t.measurements
+                               for t in api.list_trials(s.id)), 60, "a study in full swing")
             before = api.list_trials(s.id)
             srv.kill()
             time.sleep(0.5)
             srv.start()
-            _wait(lambda: api.get_study(s.id).state == "completed", 120,
-                  "the study to complete after the restart")
+            wait_until(lambda: api.get_study(s.id).state == "completed", 120,
+                       "the study to complete after the restart")
             fleet.join(60)
             after = api.list_trials(s.id)
             study = api.get_study(s.id)
@@ -413,8 +404,8 @@ def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) 
             with Fleet(srv.url, s.id, n=3, pause=0.1) as fleet, \
                     httpx.Client(base_url=srv.url, timeout=30) as http:
                 for silent, done in ((False, 2), (True, 3)):
-                    _wait(lambda done=done: api.get_study(s.id).counts["completed"] >= done,
-                          60, f"{done} trials done")
+                    wait_until(lambda done=done: api.get_study(s.id).counts["completed"] >= done,
+                               60, f"{done} trials done")
                     assert proxy.connections > 0
                     proxy.stop()
                     if silent:
@@ -435,13 +426,13 @@ def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) 
                     proxy.stop()
                     proxy.start()
                     back_at = time.monotonic()
-                    _wait(lambda: http.get("/healthz").status_code == 200, 15,
-                          "the server to reconnect by itself")
+                    wait_until(lambda: http.get("/healthz").status_code == 200, 15,
+                               "the server to reconnect by itself")
                     print(f"\n{'silent' if silent else 'refusing'} database: 503 within "
                           f"{slowest:.2f} s, healthy again {time.monotonic() - back_at:.2f} s "
                           "after it returned")
-                _wait(lambda: api.get_study(s.id).state == "completed", 90,
-                      "the study to complete after the outages")
+                wait_until(lambda: api.get_study(s.id).state == "completed", 90,
+                           "the study to complete after the outages")
                 fleet.join(60)
                 trials = api.list_trials(s.id)
                 study = api.get_study(s.id)

@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 
 from mfms_bo.bench.harness import load_problem
 from server.client import MFMSClient
 from server.demo import study_of_problem
+from tests.polling import wait_until
 
 LEASE = 3.0
 
@@ -23,16 +23,6 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(pred, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_killed_worker_trial_is_recovered(tmp_path) -> None:  # noqa: ANN001
@@ -52,7 +42,7 @@ def test_killed_worker_trial_is_recovered(tmp_path) -> None:  # noqa: ANN001
             except httpx.TransportError:
                 return False
 
-        _wait(up, 60, "the server")
+        wait_until(up, 60, "the server", interval=0.2)
         api = MFMSClient(url)
         study = api.create_study(study_of_problem(load_problem("sim-k3"), "e2e", "random", 0,
                                                   {"trials": 3}))
@@ -66,13 +56,15 @@ def test_killed_worker_trial_is_recovered(tmp_path) -> None:  # noqa: ANN001
                 stderr=subprocess.DEVNULL)
 
         workers.append(worker("doomed"))
-        victim = _wait(lambda: next((t for t in api.list_trials(study.id)
-                                     if t.worker_id == "doomed" and t.state == "running"
-                                     and t.measurements), None), 60, "a reported checkpoint")
+        victim = wait_until(lambda: next((t for t in api.list_trials(study.id)
+                                          if t.worker_id == "doomed" and t.state == "running"
+                                          and t.measurements), None), 60, "a reported checkpoint",
+                           interval=0.2)
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait()
         workers.append(worker("rescuer"))
-        _wait(lambda: api.get_study(study.id).state == "completed", 120, "the study to finish")
+        wait_until(lambda: api.get_study(study.id).state == "completed", 120,
+                   "the study to finish", interval=0.2)
         trials = {t.id: t for t in api.list_trials(study.id)}
         lost = trials[victim.id]
         assert lost.state == "abandoned" and len(lost.measurements) >= 1  # partial curve kept
