@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mfms_bo.surrogate import KERNEL_DESIGNS, MFMSGP, SurrogateConfig, thin_observations
-from mfms_bo.surrogate.kernels import build_kernel, build_mean
+from mfms_bo.surrogate.kernels import build_kernel, build_mean, initial_lengthscales
 
 NOISE_SD = 0.005
 
@@ -235,8 +235,6 @@ def _size_correlation(gp: MFMSGP) -> float:
 
 def test_transfer_prior_sets_the_unidentified_size_lengthscale():
     kernel = build_kernel("additive", 3, transfer_lengthscale=0.8)
-    from mfms_bo.surrogate.kernels import initial_lengthscales
-
     initial_lengthscales(kernel)
     mixture_factor = kernel.kernels[0].base_kernel.kernels[1]
     assert mixture_factor.lengthscale.shape == (1, 2)
