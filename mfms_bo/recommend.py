@@ -15,6 +15,7 @@ import torch
 
 from mfms_bo.optimize import maximize_on_simplex
 from mfms_bo.space import SearchSpace
+from mfms_bo.surrogate.ensemble import SurrogateEnsemble
 from mfms_bo.surrogate.mfms_gp import MFMSGP
 from mfms_bo.trials import TrialResult, objective_of
 
@@ -40,7 +41,7 @@ class Recommendation:
 
 
 def recommend_from_surrogate(
-    gp: MFMSGP,
+    gp: MFMSGP | SurrogateEnsemble,
     space: SearchSpace,
     n_candidates: int = 2048,
     extra_mixtures: torch.Tensor | None = None,

@@ -21,15 +21,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mfms_bo.acquisition import EIPerCost, TargetKGPerCost, seed_alpha
+from mfms_bo.acquisition import (
+    EIPerCost,
+    ModelAveragedAcquisition,
+    TargetKGPerCost,
+    seed_alpha,
+)
 from mfms_bo.errors import ValidationError
 from mfms_bo.optimize import fidelity_grid, maximize_acquisition
 from mfms_bo.recommend import Recommendation, recommend_from_surrogate
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy, restrict_fidelities, training_data
+from mfms_bo.surrogate.ensemble import SurrogateEnsemble, size_lengthscale_ensemble
 from mfms_bo.surrogate.kernels import KERNEL_DESIGNS
 from mfms_bo.surrogate.mfms_gp import MFMSGP, SurrogateConfig
 from mfms_bo.trials import TrialResult, TrialSpec
+
+Surrogate = MFMSGP | SurrogateEnsemble
 
 __all__ = ["MFMSBO", "MultiFidelityBO", "SingleFidelityBO", "ACQUISITIONS"]
 
@@ -98,7 +106,7 @@ class MFMSBO(Strategy):
         self.n_mixtures = int(n_mixtures)
         self._hyper: dict[str, Tensor] | None = None
         self._fit_trials = 0
-        self._cache: tuple[tuple, MFMSGP] | None = None
+        self._cache: tuple[tuple, Surrogate] | None = None
         # Instrumentation only (read by the server's metrics): fits made, and the seconds
         # of the last one and whether it optimised the hyperparameters.
         self.fit_count = 0
@@ -127,8 +135,9 @@ class MFMSBO(Strategy):
         return X, torch.log(y.clamp(min=1e-12)), g
 
     # -- surrogate --------------------------------------------------------------------------
-    def surrogate(self, history: Sequence[TrialResult]) -> MFMSGP | None:
-        """The GP fitted on ``history`` (cached per history; warm-started across calls)."""
+    def surrogate(self, history: Sequence[TrialResult]) -> Surrogate | None:
+        """The GP fitted on ``history`` (cached per history; warm-started across calls),
+        averaged over ``size_lengthscale_grid`` when the config sets one."""
         X, y, groups = self._data(history)
         if X.shape[0] < 2:
             return None
@@ -146,11 +155,14 @@ class MFMSBO(Strategy):
         if optimize:
             self._hyper = gp.hyperparameters()
             self._fit_trials = n_trials
+        model: Surrogate = gp
+        if self.config.size_lengthscale_grid:
+            model = size_lengthscale_ensemble(gp, self.config.size_lengthscale_grid)
         self.last_fit_seconds = time.perf_counter() - t0
         self.last_fit_optimized = optimize
         self.fit_count += 1
-        self._cache = (key, gp)
-        return gp
+        self._cache = (key, model)
+        return model
 
     def recommend(self, history: Sequence[TrialResult]) -> Recommendation | None:
         gp = self.surrogate(history)
@@ -247,13 +259,21 @@ class MFMSBO(Strategy):
                 f"no runnable model size <= {max_model_size:g} for {self.name}; it runs "
                 f"{list(ladder)}")
 
-    def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int,
+    def _acquisition(self, gp: Surrogate, best_f: float, iteration: int,
                      g: torch.Generator):
         if self.acquisition == "ei":
-            return EIPerCost(gp, best_f, seed_alpha(iteration))
-        return TargetKGPerCost(gp, self.model_space, self._target_set(gp, g))
+            def build(m: MFMSGP):
+                return EIPerCost(m, best_f, seed_alpha(iteration))
+        else:
+            target_W = self._target_set(gp, g)
 
-    def _target_set(self, gp: MFMSGP, g: torch.Generator, n_top: int = 24,
+            def build(m: MFMSGP):
+                return TargetKGPerCost(m, self.model_space, target_W)
+        if isinstance(gp, SurrogateEnsemble):
+            return ModelAveragedAcquisition([build(m) for m in gp.members], gp.weights)
+        return build(gp)
+
+    def _target_set(self, gp: Surrogate, g: torch.Generator, n_top: int = 24,
                     n_random: int = 40) -> Tensor:
         space = self.model_space
         W = space.mixture_candidates(1024, g)
@@ -264,7 +284,7 @@ class MFMSBO(Strategy):
         rand = W[torch.randperm(W.shape[0], generator=g)[:n_random]]
         return torch.cat([top, rand])
 
-    def _top_mixtures(self, gp: MFMSGP, g: torch.Generator, n: int = 8) -> Tensor:
+    def _top_mixtures(self, gp: Surrogate, g: torch.Generator, n: int = 8) -> Tensor:
         space = self.model_space
         if space.candidates is not None:
             return torch.zeros(0, space.k, dtype=torch.float64)
@@ -365,5 +385,5 @@ class SingleFidelityBO(MFMSBO):
                 and r.last_step >= fid.steps_max]
         return training_data(done, self._space1, final_only=True)
 
-    def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int, g: torch.Generator):
-        return EIPerCost(gp, best_f, alpha=0.0)
+    def _acquisition(self, gp: Surrogate, best_f: float, iteration: int, g: torch.Generator):
+        return EIPerCost(gp, best_f, alpha=0.0)  # type: ignore[arg-type]

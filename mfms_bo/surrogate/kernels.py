@@ -22,7 +22,8 @@ from gpytorch.means import LinearMean, Mean
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-__all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel"]
+__all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel",
+           "mixture_fidelity_factor"]
 
 KERNEL_DESIGNS = ("additive", "seed")
 
@@ -89,6 +90,31 @@ def build_kernel(design: str, k: int, transfer_lengthscale: float | None = None)
             kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
         )
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
+
+
+def mixture_fidelity_factor(kernel: Kernel) -> MaternKernel | None:
+    """The (size, steps) kernel that multiplies the mixture kernel in the additive design,
+    or ``None`` for any other kernel tree.
+
+    Its size lengthscale says how far up the ladder a mixture's advantage carries, which
+    is what model averaging over that lengthscale (:mod:`mfms_bo.surrogate.ensemble`)
+    needs to reach.
+    """
+    from gpytorch.kernels import AdditiveKernel, ProductKernel
+
+    if not isinstance(kernel, AdditiveKernel) or len(kernel.kernels) != 2:
+        return None
+    product = kernel.kernels[0]
+    if not isinstance(product, ScaleKernel) or not isinstance(product.base_kernel,
+                                                              ProductKernel):
+        return None
+    parts = product.base_kernel.kernels
+    if len(parts) != 2 or not isinstance(parts[1], MaternKernel):
+        return None
+    factor = parts[1]
+    if factor.lengthscale.numel() != 2:
+        return None
+    return factor
 
 
 def build_mean(design: str, k: int) -> Mean:

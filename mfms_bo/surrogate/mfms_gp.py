@@ -17,6 +17,7 @@ the objective's own units (outcome standardisation is undone here).
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ class SurrogateConfig:
             trusts its small runs and does not get within 0.5% in 40 trials (3 of 5 seeds at
             0.6, 5 of 5 at 1.0). Set it when you know your domains' rankings transfer
             across your ladder. Additive kernel only.
+        size_lengthscale_grid: extra values of that same size lengthscale to average over
+            (:mod:`mfms_bo.surrogate.ensemble`): the posterior becomes a mixture of the
+            fitted GP and one copy per value, weighted by marginal likelihood, so while the
+            data cannot tell how far mixture effects carry across sizes the search weighs
+            both answers, and once they can, the unlikely members drop out. Empty (no
+            averaging) by default. Additive kernel only.
     """
 
     kernel: str = "additive"
@@ -74,8 +81,19 @@ class SurrogateConfig:
     warm_maxiter: int = 30
     refit_growth: float = 0.05
     transfer_lengthscale: float | None = None
+    size_lengthscale_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        grid = self.size_lengthscale_grid
+        if not isinstance(grid, (tuple, list)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and v > 0 for v in grid):
+            raise ValueError("size_lengthscale_grid must be a list of positive numbers, "
+                             f"got {grid!r}")
+        object.__setattr__(self, "size_lengthscale_grid", tuple(float(v) for v in grid))
+        if grid and self.kernel != "additive":
+            raise ValueError("size_lengthscale_grid needs kernel 'additive' (the seed design "
+                             "has no separate mixture x fidelity factor)")
         t = self.transfer_lengthscale
         if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
             raise ValueError(f"transfer_lengthscale must be a positive number or null, got {t!r}")
@@ -287,6 +305,40 @@ class MFMSGP:
         _, V1, _ = self.whitened(X1)
         _, V2, _ = self.whitened(X2)
         return (self._k(X1.to(torch.float64), X2.to(torch.float64)) - V1.T @ V2) * self.y_std**2
+
+    def log_marginal_likelihood(self) -> float:
+        """Exact log evidence of the conditioned (standardised) data under these
+        hyperparameters, from the cached factor; compares hyperparameter settings on the
+        same data (:mod:`mfms_bo.surrogate.ensemble`)."""
+        with torch.no_grad():
+            resid = (self.train_y - self.y_mean) / self.y_std - self._m(self.train_X)
+            n = resid.numel()
+            fit = float(resid @ self._alpha)
+            logdet = float(torch.log(self._L.diagonal()).sum())
+        return -0.5 * fit - logdet - 0.5 * n * math.log(2.0 * math.pi)
+
+    def with_size_lengthscale(self, value: float) -> MFMSGP | None:
+        """A copy whose mixture x fidelity factor has size lengthscale ``value`` (all other
+        hyperparameters kept), conditioned on the same data; ``None`` when the kernel has
+        no such factor (the seed design)."""
+        from mfms_bo.surrogate.kernels import mixture_fidelity_factor
+
+        model = copy.deepcopy(self.model)
+        factor = mixture_fidelity_factor(model.covar_module)
+        if factor is None:
+            return None
+        with torch.no_grad():
+            ls = factor.lengthscale.detach().clone()
+            ls[..., 0] = float(value)
+            factor.lengthscale = ls
+        return MFMSGP(model, self.train_X, self.train_y, self.y_mean, self.y_std)
+
+    def size_lengthscale(self) -> float | None:
+        """The fitted size lengthscale of the mixture x fidelity factor (None without one)."""
+        from mfms_bo.surrogate.kernels import mixture_fidelity_factor
+
+        factor = mixture_fidelity_factor(self.model.covar_module)
+        return None if factor is None else float(factor.lengthscale.detach().reshape(-1)[0])
 
     @property
     def noise_variance(self) -> float:

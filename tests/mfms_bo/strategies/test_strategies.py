@@ -14,6 +14,7 @@ from mfms_bo.errors import MFMSError, UnknownStrategyError, ValidationError
 from mfms_bo.recommend import Recommendation, final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies import STRATEGIES, Strategy, make_strategy
+from mfms_bo.surrogate import SurrogateEnsemble
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
@@ -392,3 +393,28 @@ def test_mfms_bo_initial_design_and_its_cheap_anchor(anchor_steps: str, expected
     assert {s.steps for s in full.propose([], [], n=full.n_init)} == {4000}
     with pytest.raises(ValueError, match="init_steps"):
         make_strategy("mfms-bo", space, 0, {"init_steps": "all"})
+
+
+def test_mfms_bo_averages_over_the_size_lengthscale_while_sizes_are_unexplored() -> None:
+    """With ``size_lengthscale_grid`` the surrogate after the one-size initial design is an
+    ensemble (the data cannot tell how mixture effects carry across sizes), and proposals
+    and recommendations built on it keep the contract."""
+    problem = _problem()
+    space = search_space_of(problem)
+    options = {**GP_OPTIONS, "surrogate": {**GP_OPTIONS["surrogate"],
+                                           "size_lengthscale_grid": [0.6, 1.0]}}
+    strat = make_strategy("mfms-bo", space, 0, options)
+    history = [_evaluate(problem, s, seed=i)
+               for i, s in enumerate(strat.propose([], [], n=strat.n_init))]
+    ens = strat.surrogate(history)
+    assert isinstance(ens, SurrogateEnsemble) and len(ens.members) >= 2
+    assert abs(float(ens.weights.sum()) - 1.0) < 1e-12
+    batch = strat.propose(history, [], 3)
+    assert len(batch) == 3
+    for spec in batch:
+        _check_spec(spec, space)
+    assert not any(_same(a, b, space) for i, a in enumerate(batch) for b in batch[i + 1:])
+    rec = strat.recommend(history)
+    space.mixtures.validate(rec.mixture)
+    lo, hi = rec.interval
+    assert lo <= rec.predicted_objective <= hi
