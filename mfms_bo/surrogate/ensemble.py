@@ -10,11 +10,15 @@ decisive even where rankings do not transfer. Measured: each fixed choice wins o
 problems and loses badly on others (bench/README.md, "Two design alternatives").
 
 Averaging the posterior over a few values of that lengthscale, each weighted by its
-marginal likelihood (the standard "integrate out the hyperparameters" treatment, e.g.
-Snoek et al. 2012), keeps both hypotheses alive while the data are silent, so
+marginal likelihood times the lengthscale prior's density there (a quadrature version of
+integrating the hyperparameter out under the same prior the point fit uses, as in Snoek et
+al. 2012), keeps every plausible hypothesis alive while the data are silent, so
 acquisitions value a cheap run for what it *might* teach, and lets the evidence settle the
 value once several sizes have been run: members whose weight falls under ``min_weight``
-are dropped, so a well-identified surrogate costs the same as a single GP.
+are dropped, so a well-identified surrogate costs the same as a single GP. Weighting by
+the prior matters: equal weights would silently replace the model's prior by a flat one
+over the grid, which puts a third of the belief on "small runs rank like the target"
+and was measured to mislead the search where they do not (bench/README.md).
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def size_lengthscale_ensemble(
     min_weight: float = 0.01,
 ) -> MFMSGP | SurrogateEnsemble:
     """``gp`` plus copies with the size lengthscale set to each of ``values``, weighted by
-    marginal likelihood under equal prior weights.
+    marginal likelihood times the lengthscale prior's density at each value.
 
     Values within 10% of the fitted lengthscale are skipped (the fit already stands for
     them). Returns ``gp`` itself when it has no mixture x fidelity factor, when ``values``
@@ -101,8 +105,9 @@ def size_lengthscale_ensemble(
             members.append(alt)
     if len(members) == 1:
         return gp
-    lml = torch.tensor([m.log_marginal_likelihood() for m in members], dtype=torch.float64)
-    weights = torch.softmax(lml, dim=0)
+    log_post = torch.tensor([m.log_marginal_likelihood() + m.size_lengthscale_log_prior()
+                             for m in members], dtype=torch.float64)
+    weights = torch.softmax(log_post, dim=0)
     keep = [i for i in range(len(members)) if float(weights[i]) >= min_weight]
     if len(keep) == 1:
         return members[keep[0]]

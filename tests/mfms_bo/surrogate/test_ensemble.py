@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from gpytorch.priors import GammaPrior
 
 from mfms_bo.acquisition import ModelAveragedAcquisition
 from mfms_bo.surrogate import MFMSGP, SurrogateConfig, SurrogateEnsemble, size_lengthscale_ensemble
@@ -69,11 +70,22 @@ def test_with_size_lengthscale_changes_only_that_lengthscale(one_size_gp):
     assert len(changed) == 1 and "lengthscale" in changed[0]
 
 
-def test_data_at_one_size_keep_every_lengthscale_alive(one_size_gp):
-    # Mixtures compared at one size say nothing about how effects carry across sizes.
+def test_data_at_one_size_leave_the_prior_in_charge(one_size_gp):
+    # Mixtures compared at one size say little about how effects carry across sizes: every
+    # value keeps weight, in about the proportions of the lengthscale prior.
     ens = size_lengthscale_ensemble(one_size_gp, [0.6, 1.0])
     assert isinstance(ens, SurrogateEnsemble) and len(ens.members) == 3
-    assert float(ens.weights.min()) > 0.2
+    assert float(ens.weights.min()) > 0.03
+    prior = GammaPrior(3.0, 6.0)
+    ratio = float((prior.log_prob(torch.tensor(0.6)) - prior.log_prob(torch.tensor(1.0))).exp())
+    observed = _weight_of(ens, 0.6) / _weight_of(ens, 1.0)
+    assert 0.5 * ratio < observed < 2.0 * ratio
+
+
+def test_size_lengthscale_log_prior_reads_the_factor_prior(one_size_gp):
+    alt = one_size_gp.with_size_lengthscale(0.8)
+    expected = float(GammaPrior(3.0, 6.0).log_prob(torch.tensor(0.8)))
+    assert alt.size_lengthscale_log_prior() == pytest.approx(expected)
 
 
 def test_evidence_settles_the_lengthscale_once_sizes_disagree():
