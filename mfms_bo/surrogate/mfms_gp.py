@@ -147,6 +147,7 @@ class MFMSGP:
         train_y: Tensor,
         y_mean: float,
         y_std: float,
+        cholesky: Tensor | None = None,
     ) -> None:
         self.model = model
         self.train_X = train_X
@@ -156,9 +157,11 @@ class MFMSGP:
         self.noise = float(model.likelihood.noise.detach().reshape(-1)[0])  # standardised units
         self._kernel = compile_kernel(model.covar_module)
         with torch.no_grad():
-            K = self._k(train_X, train_X)
-            K = K + self.noise * torch.eye(K.shape[0], dtype=K.dtype)
-            self._L = _robust_cholesky(K)
+            if cholesky is None:
+                K = self._k(train_X, train_X)
+                K = K + self.noise * torch.eye(K.shape[0], dtype=K.dtype)
+                cholesky = _robust_cholesky(K)
+            self._L = cholesky
             resid = ((train_y - y_mean) / y_std - self._m(train_X)).unsqueeze(-1)
             self._alpha = torch.cholesky_solve(resid, self._L).squeeze(-1)
 
@@ -369,13 +372,24 @@ class MFMSGP:
         """
         if X.shape[0] == 0:
             return self
+        X = X.to(torch.float64)
         mean = self.predict_mean(X)
+        # Extend the cached factor by the new block instead of refactorising everything:
+        # O(n^2 q) instead of O(n^3), which was 11% of a batch proposal at 300 trials.
+        with torch.no_grad():
+            B = torch.linalg.solve_triangular(self._L, self._k(self.train_X, X), upper=False)
+            S = self._k(X, X) + self.noise * torch.eye(X.shape[0], dtype=X.dtype) - B.T @ B
+            C = _robust_cholesky(0.5 * (S + S.T))
+            top = torch.cat([self._L, torch.zeros(self._L.shape[0], X.shape[0],
+                                                  dtype=X.dtype)], dim=1)
+            L = torch.cat([top, torch.cat([B.T, C], dim=1)], dim=0)
         return MFMSGP(
             self.model,
-            torch.cat([self.train_X, X.to(torch.float64)]),
+            torch.cat([self.train_X, X]),
             torch.cat([self.train_y, mean]),
             self.y_mean,
             self.y_std,
+            cholesky=L,
         )
 
 

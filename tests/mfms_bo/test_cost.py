@@ -100,3 +100,17 @@ def test_unobserved_smaller_size_predicted_cheaper_with_default_prior():
     for z in (500, 1000, 2000, 4000):
         cm.observe(60e6, z, rate * 60e6 * z)
     assert float(cm.predict(20e6, 1000)) < float(cm.predict(60e6, 1000))
+
+
+def test_predict_on_a_grid_matches_one_size_at_a_time() -> None:
+    cm = CostModel(fixed_cost=0.5)
+    cm.observe(1e6, 100, 3.0)
+    cm.observe(4e6, 100, 20.0)
+    m = torch.tensor([[1e6, 4e6, 9e6], [4e6, 1e6, 1e6]], dtype=torch.float64)
+    z = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
+    grid = cm.predict(m, z)
+    assert grid.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert float(grid[i, j]) == pytest.approx(float(cm.predict(float(m[i, j]),
+                                                                       float(z[j]))))

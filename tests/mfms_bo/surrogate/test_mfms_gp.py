@@ -102,6 +102,20 @@ def test_fantasize_collapses_variance_and_keeps_mean(fitted):
     assert g2.train_X.shape[0] == gp.train_X.shape[0] + 2
 
 
+def test_fantasize_factor_update_matches_a_full_refactorisation(fitted):
+    _, gp, _, _ = fitted
+    x = torch.tensor([[0.1, 0.1, 0.8, 0.5, 1.5], [0.3, 0.3, 0.4, 1.4, 0.2],
+                      [0.3, 0.3, 0.4, 1.4, 0.2]], dtype=torch.float64)  # a repeated point too
+    updated = gp.fantasize(x).fantasize(x[:1])
+    X_all = torch.cat([gp.train_X, x, x[:1]])
+    y_all = torch.cat([gp.train_y, gp.predict_mean(x), gp.predict_mean(x[:1])])
+    full = MFMSGP(gp.model, X_all, y_all, gp.y_mean, gp.y_std)
+    Xt, _, _ = _data(50, seed=7)
+    (m_u, v_u), (m_f, v_f) = updated.predict(Xt), full.predict(Xt)
+    assert torch.allclose(m_u, m_f, rtol=0, atol=1e-8)
+    assert torch.allclose(v_u, v_f, rtol=1e-6, atol=1e-10)
+
+
 def test_hyperparameters_warm_start(fitted):
     kernel, gp, X, y = fitted
     hp = gp.hyperparameters()
