@@ -50,10 +50,6 @@ class SurrogateEnsemble:
         self.members = list(members)
         self.weights = w / w.sum()
 
-    @property
-    def y_std(self) -> float:
-        return self.members[0].y_std
-
     def predict(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of the mixture of member posteriors (law of total variance)."""
         means, variances = zip(*(m.predict(X) for m in self.members), strict=True)

@@ -33,6 +33,7 @@ from mfms_bo.surrogate.kernels import (
     build_mean,
     compile_kernel,
     initial_lengthscales,
+    mixture_fidelity_factor,
 )
 
 __all__ = ["MFMSGP", "SurrogateConfig", "thin_observations"]
@@ -327,8 +328,6 @@ class MFMSGP:
         """A copy whose mixture x fidelity factor has size lengthscale ``value`` (all other
         hyperparameters kept), conditioned on the same data; ``None`` when the kernel has
         no such factor (the seed design)."""
-        from mfms_bo.surrogate.kernels import mixture_fidelity_factor
-
         model = copy.deepcopy(self.model)
         factor = mixture_fidelity_factor(model.covar_module)
         if factor is None:
@@ -341,15 +340,11 @@ class MFMSGP:
 
     def size_lengthscale(self) -> float | None:
         """The fitted size lengthscale of the mixture x fidelity factor (None without one)."""
-        from mfms_bo.surrogate.kernels import mixture_fidelity_factor
-
         factor = mixture_fidelity_factor(self.model.covar_module)
         return None if factor is None else float(factor.lengthscale.detach().reshape(-1)[0])
 
     def size_lengthscale_log_prior(self) -> float:
         """Log density of the size lengthscale under its own prior (0 without a prior)."""
-        from mfms_bo.surrogate.kernels import mixture_fidelity_factor
-
         factor = mixture_fidelity_factor(self.model.covar_module)
         prior = None if factor is None else getattr(factor, "lengthscale_prior", None)
         if prior is None:
