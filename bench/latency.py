@@ -33,60 +33,38 @@ def make_history(n_trials: int, seed: int = 0) -> list[TrialResult]:
     return random_history(simulated_problems()["sim-k5"], n_trials, seed)
 
 
-def time_propose(history: list[TrialResult], surrogate: dict | None, repeats: int
-                 ) -> dict[str, float]:
+def time_propose(history: list[TrialResult], surrogate: dict | None, repeats: int,
+                 n: int = 1, n_pending: int = 0) -> dict[str, float]:
     """Cold call, then ``repeats`` calls of each kind a running study makes: a warm-started
     hyperparameter refit (every ``refit_growth`` of new trials) and a conditioning-only call
     (one more trial, previous hyperparameters). Each call sees a different history so no
-    cache can answer it."""
+    cache can answer it. ``n > 1`` asks for a batch and ``n_pending`` keeps the last trials
+    of ``history`` running (fantasised in), as a server does when several workers poll at
+    once."""
     space = search_space_of(simulated_problems()["sim-k5"])
     strat = MFMSBO(space, seed=0, surrogate=surrogate)
+    pending = [t.spec for t in history[len(history) - n_pending:]]
+    history = history[: len(history) - n_pending]
     t = time.perf_counter()
-    strat.propose(history[:-repeats - 1], [], 1)
+    strat.propose(history[:-repeats - 1], pending, n)
     cold = time.perf_counter() - t
     refit, condition = [], []
     for r in range(repeats):
         hist = history[: len(history) - repeats + r]
         strat._fit_trials = 0  # force the periodic refit
         t = time.perf_counter()
-        strat.propose(hist, [], 1)
-        refit.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        strat.propose(hist + [history[-1]], [], 1)  # one more trial: no refit
-        condition.append(time.perf_counter() - t)
-    every = max(1, math.ceil(strat.config.refit_growth * len(history)))
-    med_r, med_c = statistics.median(refit), statistics.median(condition)
-    return {"cold_s": cold, "refit_median_s": med_r, "refit_max_s": max(refit),
-            "condition_median_s": med_c, "condition_max_s": max(condition),
-            "refit_every_trials": every,
-            "amortised_s": (med_r + (every - 1) * med_c) / every}
-
-
-def time_batch(history: list[TrialResult], n: int, n_pending: int, repeats: int
-               ) -> dict[str, float]:
-    """A batch of ``n`` proposals with ``n_pending`` trials still running (both fantasised
-    in, one after another), as a server asks for when several workers poll at once.
-    Warm-started as in a running study: one untimed call first, then ``repeats`` timed
-    calls with a forced refit and ``repeats`` without."""
-    space = search_space_of(simulated_problems()["sim-k5"])
-    strat = MFMSBO(space, seed=0)
-    base = history[: len(history) - repeats - n_pending - 1]
-    strat.propose(base, [], 1)
-    refit, condition = [], []
-    for r in range(repeats):
-        hist = history[: len(base) + r + 1]
-        pending = [t.spec for t in history[-n_pending:]] if n_pending else []
-        strat._fit_trials = 0  # force the periodic refit
-        t = time.perf_counter()
         out = strat.propose(hist, pending, n)
         refit.append(time.perf_counter() - t)
         assert len(out) == n
         t = time.perf_counter()
-        strat.propose(hist + [history[len(hist)]], pending, n)
+        strat.propose(hist + [history[-1]], pending, n)  # one more trial: no refit
         condition.append(time.perf_counter() - t)
-    return {"n": n, "pending": n_pending, "refit_median_s": statistics.median(refit),
-            "refit_max_s": max(refit), "condition_median_s": statistics.median(condition),
-            "condition_max_s": max(condition)}
+    every = max(1, math.ceil(strat.config.refit_growth * len(history)))
+    med_r, med_c = statistics.median(refit), statistics.median(condition)
+    return {"n": n, "pending": n_pending, "cold_s": cold, "refit_median_s": med_r,
+            "refit_max_s": max(refit), "condition_median_s": med_c,
+            "condition_max_s": max(condition), "refit_every_trials": every,
+            "amortised_s": (med_r + (every - 1) * med_c) / every}
 
 
 def main() -> None:
@@ -122,7 +100,8 @@ def main() -> None:
     batch = None
     if args.batch > 0:
         n = max(int(s) for s in args.sizes.split(","))
-        batch = time_batch(make_history(n), args.batch, args.batch, args.repeats)
+        batch = time_propose(make_history(n), None, args.repeats, n=args.batch,
+                             n_pending=args.batch)
         print(f"\nbatch of {batch['n']} with {batch['pending']} pending, {n} trials: "
               f"refit median / max {batch['refit_median_s']:.2f} / {batch['refit_max_s']:.2f} s, "
               f"conditioning-only {batch['condition_median_s']:.2f} / "
