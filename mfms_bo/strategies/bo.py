@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from mfms_bo.acquisition import (
+    CostAwareAcquisition,
     EIPerCost,
     ModelAveragedAcquisition,
     TargetKGPerCost,
@@ -269,9 +270,7 @@ class MFMSBO(Strategy):
 
             def build(m: MFMSGP):
                 return TargetKGPerCost(m, self.model_space, target_W)
-        if isinstance(gp, SurrogateEnsemble):
-            return ModelAveragedAcquisition([build(m) for m in gp.members], gp.weights)
-        return build(gp)
+        return _per_member(gp, build)
 
     def _target_set(self, gp: Surrogate, g: torch.Generator, n_top: int = 24,
                     n_random: int = 40) -> Tensor:
@@ -386,4 +385,12 @@ class SingleFidelityBO(MFMSBO):
         return training_data(done, self._space1, final_only=True)
 
     def _acquisition(self, gp: Surrogate, best_f: float, iteration: int, g: torch.Generator):
-        return EIPerCost(gp, best_f, alpha=0.0)  # type: ignore[arg-type]
+        return _per_member(gp, lambda m: EIPerCost(m, best_f, alpha=0.0))
+
+
+def _per_member(gp: Surrogate, build: Callable[[MFMSGP], CostAwareAcquisition]
+                ) -> CostAwareAcquisition:
+    """``build(gp)``, or for an ensemble the weighted average of one per member."""
+    if isinstance(gp, SurrogateEnsemble):
+        return ModelAveragedAcquisition([build(m) for m in gp.members], gp.weights)
+    return build(gp)
