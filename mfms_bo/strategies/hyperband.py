@@ -24,7 +24,7 @@ from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy
 from mfms_bo.trials import TrialResult, TrialSpec
 
-__all__ = ["Hyperband"]
+__all__ = ["Hyperband", "budget_ladder"]
 
 
 class Hyperband(Strategy):
@@ -47,12 +47,8 @@ class Hyperband(Strategy):
         # the life of a bracket, or one rung would mix fidelities.
         cost = CostModel()
         costs = [float(cost.predict(m, z)) for m, z in fids]
-        top = max(costs)
-        lowest = min(costs)
-        R = max(0, int(math.floor(math.log(top / lowest, self.eta) + 1e-9)))
         levels = []
-        for r in range(R + 1):
-            want = top * self.eta ** (r - R)
+        for want in budget_ladder(costs, self.eta):
             # Closest level in log-cost; ties go to the larger model (it transfers better).
             best = min(range(len(fids)), key=lambda i: (abs(math.log(costs[i] / want)),
                                                          -fids[i][0]))
@@ -131,6 +127,15 @@ class Hyperband(Strategy):
             return self.space.mixtures.sample(1, g)[0]
         fresh, order = self._shuffled_pool(used, g)
         return pool[fresh[0] if fresh else order[0]]
+
+
+def budget_ladder(costs: Sequence[float], eta: int = 3) -> list[float]:
+    """Hyperband's rung budgets, cheapest first: ``top * eta^-r`` for ``r = R..0``, with
+    ``R`` the most rungs that stay above the cheapest of ``costs`` (the runnable
+    fidelities' costs)."""
+    top, lowest = max(costs), min(costs)
+    R = max(0, int(math.floor(math.log(top / lowest, eta) + 1e-9)))
+    return [top * float(eta) ** (r - R) for r in range(R + 1)]
 
 
 def _key(spec: TrialSpec) -> tuple:

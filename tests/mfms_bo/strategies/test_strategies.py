@@ -11,9 +11,11 @@ import torch
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems.simulated import make_simulated
 from mfms_bo.errors import MFMSError, UnknownStrategyError, ValidationError
+from mfms_bo.optimize import fidelity_grid
 from mfms_bo.recommend import Recommendation, final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies import STRATEGIES, Strategy, make_strategy
+from mfms_bo.strategies.hyperband import budget_ladder
 from mfms_bo.surrogate import SurrogateEnsemble
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
@@ -380,19 +382,44 @@ def test_failed_trials_still_inform(problem):
 
 @pytest.mark.parametrize(("anchor_steps", "expected"), [("min", 500), ("max", 4000)])
 def test_mfms_bo_initial_design_and_its_cheap_anchor(anchor_steps: str, expected: int) -> None:
-    """The initial design: ``n_init`` half-length (geometric middle) runs at the smallest
-    size, then one anchor at the largest runnable size - by default a short one."""
+    """The initial design: ``n_init`` short runs at the smallest size (Hyperband's lowest
+    budget: 1000 of 500..4000 steps here), then one anchor at the largest runnable size -
+    by default a short one."""
     space = search_space_of(_problem())
     strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "anchor_steps": anchor_steps})
     specs = strat.propose([], [], n=strat._n_initial())
     assert [s.model_size for s in specs] == [20e6] * strat.n_init + [60e6]
-    assert [s.steps for s in specs] == [1414] * strat.n_init + [expected]  # sqrt(500 * 4000)
+    assert [s.steps for s in specs] == [1000] * strat.n_init + [expected]
+    mid = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "mid"})
+    assert {s.steps for s in mid.propose([], [], n=mid.n_init)} == {1414}  # sqrt(500 * 4000)
     with pytest.raises(ValueError, match="anchor_steps"):
         make_strategy("mfms-bo", space, 0, {"anchor_steps": "mid"})
     full = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "max"})
     assert {s.steps for s in full.propose([], [], n=full.n_init)} == {4000}
     with pytest.raises(ValueError, match="init_steps"):
         make_strategy("mfms-bo", space, 0, {"init_steps": "all"})
+
+
+def test_budget_ladder_is_hyperbands_geometric_rungs() -> None:
+    """``top * eta^-r`` down to the last rung that is not cheaper than the cheapest run."""
+    assert budget_ladder([1.0, 10.0, 100.0], 3) == pytest.approx(
+        [100 / 81, 100 / 27, 100 / 9, 100 / 3, 100.0])
+    assert budget_ladder([2.0, 2.0], 3) == [2.0]
+    lowest = budget_ladder([3.0, 7.0, 500.0], 2)[0]
+    assert 3.0 <= lowest < 6.0
+
+
+def test_mfms_bo_rung_initial_design_screens_at_hyperbands_lowest_budget() -> None:
+    """``init_steps="rung"``: the initial runs at the smallest size use the steps level
+    whose prior cost is closest to Hyperband's lowest rung (BOHB's screening budget)."""
+    space = search_space_of(_problem())  # 20M / 60M, steps 500..4000, grid 500/1000/2000/4000
+    strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "rung"})
+    specs = strat.propose([], [], n=strat.n_init)
+    want = budget_ladder([m * z for m, z in fidelity_grid(space, strat.n_steps, None)])[0]
+    assert want == pytest.approx(60e6 * 4000 / 9)  # 24x cost range: two rungs below the top
+    # 20M x 1333 steps would cost exactly that: of the grid's 1000 and 2000, 1000 is closer.
+    assert {s.steps for s in specs} == {1000}
+    assert {s.model_size for s in specs} == {20e6}
 
 
 def test_mfms_bo_averages_over_the_size_lengthscale_while_sizes_are_unexplored() -> None:
