@@ -70,7 +70,9 @@ class SurrogateEnsemble:
         unchanged: believed values add no evidence for or against a member."""
         if X.shape[0] == 0:
             return self
-        return SurrogateEnsemble([m.fantasize(X) for m in self.members], self.weights)
+        out = SurrogateEnsemble([m.fantasize(X) for m in self.members], self.weights)
+        out.weights = self.weights  # already normalised: renormalising moves the last bits
+        return out
 
     def size_lengthscales(self) -> list[float | None]:
         """Each member's size lengthscale, in member order (for traces and tests)."""
