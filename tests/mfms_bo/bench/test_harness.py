@@ -214,3 +214,18 @@ def test_load_problem_errors(problem_file):
 def test_load_shipped_problem():
     p = load_problem("sim-k3")
     assert isinstance(p, Problem) and p.name == "sim-k3"
+
+
+def test_cost_to_the_optimum_column_only_when_some_strategy_found_it():
+    found = [_rr("mfms-bo", 0, [[1, 1.2], [3, 1.0]]), _rr("random", 0, [[2, 1.1], [6, 1.0]]),
+             _rr("hyperband", 0, [[2, 1.004]])]
+    s = summarize(found)["p"]
+    assert s["mfms-bo"]["median_cost_optimum"] == 3.0
+    assert s["random"]["speedup_optimum"] == pytest.approx(2.0)
+    assert s["hyperband"]["median_cost_optimum"] == math.inf  # 0.4% off is not the optimum
+    table = format_table(summarize(found), budgets={"p": 10.0}).splitlines()
+    assert "cost to optimum" in table[0] and "speed-up (optimum)" in table[0]
+    assert table[1].count("|---") == table[0].count("|") - 1 == 9
+    assert "| p | random | 6 | 6 | 6 | 0.0000 |" in table[3] and table[3].endswith(" 2.00x |")
+    near = [_rr("mfms-bo", 0, [[1, 1.003]]), _rr("random", 0, [[2, 1.004]])]
+    assert "optimum" not in format_table(summarize(near))
