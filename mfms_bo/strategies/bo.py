@@ -26,6 +26,7 @@ from mfms_bo.acquisition import (
     EIPerCost,
     ModelAveragedAcquisition,
     TargetKGPerCost,
+    TargetMESPerCost,
     seed_alpha,
 )
 from mfms_bo.cost import CostModel
@@ -44,7 +45,7 @@ Surrogate = MFMSGP | SurrogateEnsemble
 
 __all__ = ["MFMSBO", "MultiFidelityBO", "SingleFidelityBO", "ACQUISITIONS"]
 
-ACQUISITIONS = ("kg", "ei")
+ACQUISITIONS = ("kg", "ei", "mes")
 INIT_STEPS = ("min", "mid", "max", "rung")
 
 
@@ -54,8 +55,11 @@ class MFMSBO(Strategy):
     Args:
         space: search space.
         seed: random seed.
-        acquisition: ``"kg"`` (target knowledge gradient per cost, default) or ``"ei"``
-            (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration).
+        acquisition: ``"kg"`` (target knowledge gradient per cost, default), ``"ei"``
+            (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration) or
+            ``"mes"`` (information about the target's minimum per cost,
+            :mod:`mfms_bo.acquisition.target_mes`: values cheap screening runs that KG
+            considers worthless).
         kernel: surrogate design, ``"additive"`` (default) or ``"seed"``.
         n_init: initial random trials at the smallest size (default ``max(4, k+1)``),
             plus one anchor run at the largest runnable size so the GP sees scale early.
@@ -287,6 +291,11 @@ class MFMSBO(Strategy):
         if self.acquisition == "ei":
             def build(m: MFMSGP):
                 return EIPerCost(m, best_f, seed_alpha(iteration))
+        elif self.acquisition == "mes":
+            target_W = self._target_set(gp, g)
+
+            def build(m: MFMSGP):
+                return TargetMESPerCost(m, self.model_space, target_W, g)
         else:
             target_W = self._target_set(gp, g)
 

@@ -126,7 +126,7 @@ def test_sequential_proposals_are_valid(run: Run):
     for spec in run.proposals:
         _check_spec(spec, run.space)
     if run.name in GP_STRATEGIES:  # the run got past the initial design
-        assert run.pending[0].metadata.get("acq") in ("kg", "ei")
+        assert run.pending[0].metadata.get("acq") in ("kg", "ei", "mes")
 
 
 def test_proposals_are_json_ready(run: Run):
@@ -445,3 +445,26 @@ def test_mfms_bo_averages_over_the_size_lengthscale_while_sizes_are_unexplored()
     space.mixtures.validate(rec.mixture)
     lo, hi = rec.interval
     assert lo <= rec.predicted_objective <= hi
+
+
+@pytest.mark.parametrize("pool", [None, 12])
+def test_mfms_bo_with_max_value_entropy_proposes_valid_distinct_batches(pool) -> None:
+    """``acquisition="mes"``: past the initial design every proposal comes from the MES
+    acquisition, stays in the space, and a batch with a pending trial repeats nothing."""
+    problem = _problem(pool)
+    space = search_space_of(problem)
+    strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "acquisition": "mes"})
+    history: list[TrialResult] = []
+    for i in range(strat._n_initial() + 2):
+        spec = strat.propose(history, [], 1)[0]
+        _check_spec(spec, space)
+        history.append(_evaluate(problem, spec, i))
+    assert history[-1].spec.metadata.get("acq") == "mes"
+    pending = strat.propose(history, [], 1)
+    batch = strat.propose(history, pending, 3)
+    assert len(batch) == 3 and all(s.metadata.get("acq") == "mes" for s in batch)
+    keys = {(tuple(sorted(s.mixture.items())), s.model_size, s.steps) for s in
+            [*pending, *batch]}
+    assert len(keys) == 4
+    for s in batch:
+        _check_spec(s, space)

@@ -1,0 +1,148 @@
+"""Max-value entropy search at the target fidelity, per unit cost (multi-fidelity MES).
+
+Why a second principled acquisition next to target KG: KG values a query by how much it
+moves the *best target mean right now*. A cheap run whose outcome is only partly
+correlated with the target (a small model) moves any one mixture's target mean by a
+fraction ``rho`` of its sd, and KG's value of that falls off like ``exp(-gap^2 / (2 rho^2
+sd^2))``: a screening run at the smallest size is worth almost nothing to it even when it
+costs 1/60 of a target run, and the search buys target runs one by one (traced on RegMix,
+bench/README.md). MES values a query by what it tells about the *minimum* target value
+``f*`` (Wang & Jegelka 2017; the multi-fidelity form of Takeno et al. 2020), which decays
+polynomially in ``rho``, so cheap runs are valued for what they teach about where the
+optimum may be, and the learned correlation between sizes decides how much.
+
+For a query ``x = (w, m, z)`` with noisy outcome ``y`` and the target value ``g = f(w, m*,
+z*)`` of the same mixture, ``rho = corr(y, g)``, and a sample ``f*`` of the minimum,
+``gamma = (mu_g - f*) / sd_g``. Conditioning on ``g >= f*`` (no target value lies below the
+minimum) the entropy of ``y`` drops by
+
+    rho^2 gamma phi(gamma) / (2 Phi(gamma)) - log Phi(gamma)
+        + E[ log Phi((gamma + rho s) / sqrt(1 - rho^2)) ],
+
+the expectation over ``s`` with density ``phi(s) Phi((gamma + rho s) / sqrt(1 - rho^2)) /
+Phi(gamma)`` (one-dimensional: Gauss-Hermite in ``s``, or for ``|rho| > 0.9``, where the
+integrand turns into a step in ``s``, a fixed grid in ``t = (gamma + rho s) / sqrt(1 -
+rho^2)``); at ``rho = 1`` it is the truncated normal's closed form. The acquisition is
+its average over samples of ``f*`` (minima of joint posterior draws on a discrete target
+set), divided by the query's cost.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mfms_bo.acquisition.base import CostAwareAcquisition
+from mfms_bo.space import SearchSpace
+from mfms_bo.surrogate.mfms_gp import MFMSGP
+
+__all__ = ["TargetMESPerCost", "entropy_reduction", "sample_minima"]
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
+_GH_S = torch.tensor(_NODES, dtype=torch.float64)
+_GH_W = torch.tensor(_WEIGHTS / _WEIGHTS.sum(), dtype=torch.float64)
+_RHO_MAX = 1.0 - 1e-12
+_RHO2_GRID = 0.81  # above this rho^2, integrate on the t grid
+_T = torch.linspace(-14.0, 10.0, 961, dtype=torch.float64)
+_DT = float(_T[1] - _T[0])
+_G_T = torch.special.ndtr(_T) * torch.special.log_ndtr(_T)  # Phi(t) log Phi(t)
+
+
+def _log_ndtr(x: Tensor) -> Tensor:
+    return torch.special.log_ndtr(x)
+
+
+def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
+    """Entropy drop of ``y`` (nats) when ``g >= f*`` is learned, elementwise.
+
+    Args:
+        gamma: ``(mu_g - f*) / sd_g``, any shape.
+        rho: ``corr(y, g)`` in ``[-1, 1]``, broadcastable to ``gamma``.
+    Returns:
+        Non-negative tensor of the broadcast shape.
+    """
+    gamma, rho = torch.broadcast_tensors(gamma.to(torch.float64), rho.to(torch.float64))
+    r2 = (rho * rho).clamp(max=_RHO_MAX)
+    log_cdf = _log_ndtr(gamma)
+    # gamma * phi / Phi, through logs so it stays finite for very negative gamma.
+    ratio = gamma * torch.exp(-0.5 * gamma * gamma - 0.5 * math.log(2 * math.pi) - log_cdf)
+    closed = 0.5 * r2 * ratio - log_cdf
+    # E_p[log Phi(h(s))], p(s) = phi(s) Phi(h(s)) / Phi(gamma), h = (gamma + rho s)/sqrt(1-rho^2).
+    root = (1.0 - r2).sqrt()
+    h = (gamma.unsqueeze(-1) + rho.unsqueeze(-1) * _GH_S) / root.unsqueeze(-1)
+    log_h = _log_ndtr(h)
+    weights = torch.exp(log_h - log_cdf.unsqueeze(-1)) * _GH_W
+    expect = (weights * log_h).sum(-1)
+    steep = r2 > _RHO2_GRID
+    if bool(steep.any()):
+        # In t, s = (t sqrt(1-rho^2) - gamma) / rho and |ds| = sqrt(1-rho^2)/|rho| dt; the
+        # density of s is at least ~2 wide in t here, and Phi(t) log Phi(t) is tabulated.
+        g, rt = gamma[steep].unsqueeze(-1), root[steep].unsqueeze(-1)
+        a = rho[steep].abs().unsqueeze(-1)
+        s_t = (_T * rt - g) / a  # its sign does not matter: only s^2 enters
+        dens = torch.exp(-0.5 * s_t * s_t - 0.5 * math.log(2 * math.pi)) * (rt / a) * _DT
+        expect = expect.clone()
+        expect[steep] = (dens * _G_T).sum(-1) / torch.exp(log_cdf[steep])
+    return (closed + expect).clamp(min=0.0)
+
+
+def sample_minima(mean: Tensor, cov: Tensor, n_samples: int, generator: torch.Generator
+                  ) -> Tensor:
+    """``n_samples`` draws of ``min_t f(t)`` from the joint Gaussian ``N(mean, cov)``."""
+    t = mean.numel()
+    jitter = 1e-10 * float(cov.diagonal().mean().clamp(min=1e-30))
+    for _ in range(6):
+        L, info = torch.linalg.cholesky_ex(cov + jitter * torch.eye(t, dtype=cov.dtype))
+        if int(info) == 0:
+            break
+        jitter *= 100.0
+    else:  # numerically indefinite: fall back to the marginals (independent draws)
+        L = torch.diag(cov.diagonal().clamp(min=0.0).sqrt())
+    Z = torch.randn(t, n_samples, generator=generator, dtype=torch.float64)
+    return (mean.unsqueeze(-1) + L @ Z).min(dim=0).values
+
+
+class TargetMESPerCost(CostAwareAcquisition):
+    """``I(y_x; f*) / cost(x)^power``: information about the target minimum per unit cost.
+
+    Args:
+        gp: fitted surrogate (pending trials already fantasised in).
+        space: the search space (gives the target fidelity).
+        target_W: ``t x k`` mixtures over which the minimum ``f*`` is sampled (the current
+            best target mixtures and random ones).
+        generator: seeds the draws of ``f*``.
+        n_samples: draws of ``f*``.
+        cost_power: exponent on cost (1 = information per unit cost).
+    """
+
+    def __init__(self, gp: MFMSGP, space: SearchSpace, target_W: Tensor,
+                 generator: torch.Generator, n_samples: int = 16,
+                 cost_power: float = 1.0) -> None:
+        self.gp = gp
+        self.space = space
+        self.cost_power = float(cost_power)
+        XT = space.target_inputs(target_W)
+        mu_T, V_T, _ = gp.whitened(XT)
+        cov = (gp._k(XT, XT) - V_T.T @ V_T) * gp.y_std**2
+        self.f_star = sample_minima(mu_T, cov, n_samples, generator)
+
+    def information(self, X: Tensor) -> Tensor:
+        """``I(y_x; f*)`` of each ``n x d`` query (nats), averaged over the draws of ``f*``."""
+        gp = self.gp
+        s2 = gp.y_std**2
+        mu_q, V_q, pv_q = gp.whitened(X)
+        var_q = (pv_q - (V_q * V_q).sum(0)).clamp(min=1e-12) * s2
+        var_y = var_q + gp.noise_variance
+        XT = self.space.target_inputs(X[:, :-2])
+        mu_g, V_g, pv_g = gp.whitened(XT)
+        var_g = (pv_g - (V_g * V_g).sum(0)).clamp(min=1e-12) * s2
+        cov = (gp.kernel_diag(X, XT) - (V_q * V_g).sum(0)) * s2
+        rho = (cov / (var_y * var_g).sqrt()).clamp(-1.0, 1.0)
+        gamma = (mu_g.unsqueeze(-1) - self.f_star) / var_g.sqrt().unsqueeze(-1)  # n x S
+        return entropy_reduction(gamma, rho.unsqueeze(-1)).mean(-1)
+
+    def __call__(self, X: Tensor, cost: Tensor) -> Tensor:
+        return self.information(X) / cost.clamp(min=1e-300) ** self.cost_power
