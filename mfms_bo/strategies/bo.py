@@ -334,10 +334,14 @@ class MFMSBO(Strategy):
 
     def _exclusions(self, history: Sequence[TrialResult], pending: Sequence[TrialSpec]
                     ) -> Tensor | None:
-        """On a pool, runs already done or pending (a rerun repeats a table entry)."""
+        """On a pool, runs already done or pending (a rerun repeats a table entry), each with
+        the steps it covers: a completed run covers the steps it was asked for even when its
+        last checkpoint falls short of them (a table logs every 1000 steps, a request can be
+        for 14422), a failed one only what it measured."""
         if self.space.candidates is None:
             return None
-        specs = [(r.spec, max(r.last_step, 1)) for r in history]
+        specs = [(r.spec, r.spec.steps if r.completed else max(r.last_step, 1))
+                 for r in history]
         specs += [(s, s.steps) for s in pending]
         if not specs:
             return None

@@ -468,3 +468,23 @@ def test_mfms_bo_with_max_value_entropy_proposes_valid_distinct_batches(pool) ->
     assert len(keys) == 4
     for s in batch:
         _check_spec(s, space)
+
+
+def test_pool_rerun_exclusion_covers_the_requested_steps_not_the_last_checkpoint() -> None:
+    """A table logs checkpoints on its own grid (every 1000 steps, say); a completed run asked
+    for 1414 steps ends at the 1000 checkpoint, and asking again for 1414 would return the
+    same lookup. Only a failed run's coverage ends at what it measured."""
+    problem = _problem(pool=6)
+    space = search_space_of(problem)
+    strat = make_strategy("mfms-bo", space, 0, GP_OPTIONS)
+    mix = dict(problem.candidates[0])
+    spec = TrialSpec(mix, 20e6, 1414, (1000,))
+    point = (Measurement(1000, {d: 3.0 for d in problem.domains}),)
+    done = TrialResult(spec, point, cost=1.0)
+    assert not strat._fresh(spec, [done], [])
+    assert not strat._fresh(TrialSpec(mix, 20e6, 1000, (1000,)), [done], [])
+    assert strat._fresh(TrialSpec(mix, 20e6, 2000, (2000,)), [done], [])
+    assert strat._fresh(TrialSpec(mix, 60e6, 1414, (1000,)), [done], [])
+    failed = TrialResult(spec, point, cost=1.0, completed=False)
+    assert strat._fresh(spec, [failed], [])
+    assert not strat._fresh(TrialSpec(mix, 20e6, 1000, (1000,)), [failed], [])
