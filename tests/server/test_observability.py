@@ -130,9 +130,10 @@ def test_request_histogram_uses_route_templates(api: MFMSClient, raw) -> None:  
     assert _values(samples, f"{HTTP}_bucket", route="/next-trial", le="+Inf")
 
 
-def test_proposal_and_gp_fit_histograms(sqlite_url: str) -> None:
+@pytest.mark.parametrize("acquisition", ["ei", "mes"])
+def test_proposal_and_gp_fit_histograms(sqlite_url: str, acquisition: str) -> None:
     app = create_app(make_settings(sqlite_url))
-    options = {"n_init": 1, "n_mixtures": 16, "acquisition": "ei"}
+    options = {"n_init": 1, "n_mixtures": 16, "acquisition": acquisition}
     with TestClient(app) as http:
         api = MFMSClient(http=http)
         s = api.create_study(study_body(strategy={"name": "mfms-bo", "options": options}))

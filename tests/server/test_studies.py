@@ -49,6 +49,8 @@ def test_duplicate_name_is_409(api: MFMSClient) -> None:
     ({"model_sizes": [-1]}, "model_sizes"),
     ({"strategy": {"name": "nope"}}, "strategy.name"),
     ({"strategy": {"name": "mfms-bo", "options": {"bogus": 1}}}, "bad options"),
+    ({"strategy": {"name": "mfms-bo", "options": {"acquisition": "ucb"}}},
+     "acquisition must be one of ('kg', 'ei', 'mes')"),
     ({"strategy": {"name": "mfms-bo", "options": {"surrogate": {"transfer_lengthscale": -1}}}},
      "transfer_lengthscale must be a positive number"),
     ({"strategy": {"name": "mfms-bo",
