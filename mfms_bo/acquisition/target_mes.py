@@ -20,7 +20,8 @@ minimum) the entropy of ``y`` drops by
         + E[ log Phi((gamma + rho s) / sqrt(1 - rho^2)) ],
 
 the expectation over ``s`` with density ``phi(s) Phi((gamma + rho s) / sqrt(1 - rho^2)) /
-Phi(gamma)`` (one-dimensional: Gauss-Hermite in ``s``, or for ``|rho| > 0.9``, where the
+Phi(gamma)`` (one-dimensional: Gauss-Hermite centred on that density's own mean and sd,
+or for ``|rho| > 0.9``, where the
 integrand turns into a step in ``s``, a fixed grid in ``t = (gamma + rho s) / sqrt(1 -
 rho^2)``); at ``rho = 1`` it is the truncated normal's closed form. The acquisition is
 its average over samples of ``f*`` (minima of joint posterior draws on a discrete target
@@ -48,7 +49,8 @@ _RHO_MAX = 1.0 - 1e-12
 _RHO2_GRID = 0.81  # above this rho^2, integrate on the t grid
 _T = torch.linspace(-10.0, 8.0, 181, dtype=torch.float64)  # Phi(t) log Phi(t) ~ 0 outside
 _DT = float(_T[1] - _T[0])
-_G_T = torch.special.ndtr(_T) * torch.special.log_ndtr(_T)  # Phi(t) log Phi(t)
+_LOG_NEG_G_T = torch.special.log_ndtr(_T) + torch.log(-torch.special.log_ndtr(_T))  # log|G|
+_U = torch.linspace(0.0, 1.0, 361, dtype=torch.float64)  # the far elements' own grids
 
 
 def _log_ndtr(x: Tensor) -> Tensor:
@@ -77,18 +79,43 @@ def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
     steep = r2 > _RHO2_GRID
     smooth = ~steep
     if bool(smooth.any()):
-        g, r, rt = gamma[smooth].unsqueeze(-1), rho[smooth].unsqueeze(-1), root[smooth]
-        log_h = _log_ndtr((g + r * _GH_S) / rt.unsqueeze(-1))
-        weights = torch.exp(log_h - log_cdf[smooth].unsqueeze(-1)) * _GH_W
-        expect[smooth] = (weights * log_h).sum(-1)
+        # Gauss-Hermite on a normal with p's own mean and sd (s = rho u + sqrt(1-rho^2) v,
+        # u a standard normal truncated to u >= -gamma), importance-weighted by p / that
+        # normal: p moves ~rho |gamma| sd away from N(0, 1) when gamma is very negative.
+        g, r, lc = gamma[smooth], rho[smooth], log_cdf[smooth]
+        mills = torch.exp(-0.5 * g * g - 0.5 * math.log(2 * math.pi) - lc)  # E[u]
+        var_u = (1.0 - g * mills - mills * mills).clamp(min=1e-12)
+        sd = (r * r * var_u + 1.0 - r * r).sqrt().unsqueeze(-1)
+        s_i = (r * mills).unsqueeze(-1) + sd * _GH_S
+        log_h = _log_ndtr((g.unsqueeze(-1) + r.unsqueeze(-1) * s_i) / root[smooth].unsqueeze(-1))
+        log_ratio = (-0.5 * s_i * s_i + log_h - lc.unsqueeze(-1)) + 0.5 * _GH_S**2 + sd.log()
+        expect[smooth] = (torch.exp(log_ratio) * _GH_W * log_h).sum(-1)
     if bool(steep.any()):
-        # In t, s = (t sqrt(1-rho^2) - gamma) / rho and |ds| = sqrt(1-rho^2)/|rho| dt; the
-        # density of s is at least ~2 wide in t here, and Phi(t) log Phi(t) is tabulated.
-        g, rt = gamma[steep].unsqueeze(-1), root[steep].unsqueeze(-1)
-        a = rho[steep].abs().unsqueeze(-1)
-        s_t = (_T * rt - g) / a  # its sign does not matter: only s^2 enters
-        dens = torch.exp(-0.5 * s_t * s_t - 0.5 * math.log(2 * math.pi)) * (rt / a) * _DT
-        expect[steep] = (dens * _G_T).sum(-1) / torch.exp(log_cdf[steep])
+        # In t = h(s): s = (t sqrt(1-rho^2) - gamma) / rho, |ds| = sqrt(1-rho^2)/|rho| dt,
+        # and the density of s is at least ~2 wide in t. Under p, t >= gamma sqrt(1-rho^2)
+        # + rho v (v standard normal), so the fixed grid, on which Phi(t) log Phi(t) is
+        # tabulated, covers it unless gamma is far negative; those get a grid of their own.
+        g, rt, lc = gamma[steep], root[steep], log_cdf[steep]
+        a = rho[steep].abs()
+        far = g * rt < -4.0
+        out = torch.empty_like(g)
+        for sel, grid in ((~far, None), (far, True)):
+            if not bool(sel.any()):
+                continue
+            gs, rs, as_, ls = (x[sel].unsqueeze(-1) for x in (g, rt, a, lc))
+            if grid is None:
+                t, log_dt, neg_log_g = _T, math.log(_DT), _LOG_NEG_G_T
+            else:
+                lo = gs * rs - 6.0
+                t = lo + (8.0 - lo) * _U
+                log_dt = torch.log((8.0 - lo) / (_U.numel() - 1))
+                log_phi = _log_ndtr(t)
+                neg_log_g = log_phi + torch.log(-log_phi)
+            s_t = (t * rs - gs) / as_  # its sign does not matter: only s^2 enters
+            log_dens = (-0.5 * s_t * s_t - 0.5 * math.log(2 * math.pi) + torch.log(rs / as_)
+                        + log_dt - ls)  # divided by Phi(gamma) in logs: both underflow
+            out[sel] = -torch.exp(log_dens + neg_log_g).sum(-1)
+        expect[steep] = out
     return (closed + expect).clamp(min=0.0)
 
 
