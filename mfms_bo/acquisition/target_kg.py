@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from mfms_bo.acquisition.base import CostAwareAcquisition
+from mfms_bo.acquisition.own_target import query_target_moments
 from mfms_bo.space import SearchSpace
 from mfms_bo.surrogate.mfms_gp import MFMSGP
 
@@ -61,20 +62,12 @@ class TargetKGPerCost(CostAwareAcquisition):
     def knowledge_gradient(self, X: Tensor) -> Tensor:
         """KG of each ``n x d`` query about the target (objective units)."""
         gp = self.gp
-        s2 = gp.y_std**2
-        mu_q, V_q, pv_q = gp.whitened(X)
-        var_q = (pv_q - (V_q * V_q).sum(0)).clamp(min=1e-12) * s2
-        sd_y = (var_q + gp.noise_variance).sqrt()
-        cov_T = (gp._k(X, self.XT) - V_q.T @ self.V_T) * s2  # n x t
-        # The query's own mixture at the target joins the set, one per row. Grids score
-        # each mixture at many fidelities: whiten each distinct mixture once.
-        W_uniq, inverse = torch.unique(X[:, :-2], dim=0, return_inverse=True)
-        mu_u, V_u, _ = gp.whitened(self.space.target_inputs(W_uniq))
-        mu_own, V_own = mu_u[inverse], V_u[:, inverse]
-        k_own = gp.kernel_diag(X, self.space.target_inputs(X[:, :-2]))
-        cov_own = (k_own - (V_q * V_own).sum(0)) * s2
-        mu = torch.cat([self.mu_T.expand(X.shape[0], -1), mu_own.unsqueeze(-1)], dim=-1)
-        cov = torch.cat([cov_T, cov_own.unsqueeze(-1)], dim=-1)
+        q = query_target_moments(gp, self.space, X)
+        sd_y = (q.var_q + gp.noise_variance).sqrt()
+        cov_T = (gp._k(X, self.XT) - q.V_q.T @ self.V_T) * gp.y_std**2  # n x t
+        # The query's own mixture at the target joins the set, one per row.
+        mu = torch.cat([self.mu_T.expand(X.shape[0], -1), q.mu_own.unsqueeze(-1)], dim=-1)
+        cov = torch.cat([cov_T, q.cov_own.unsqueeze(-1)], dim=-1)
         return knowledge_gradient(mu, cov / sd_y.unsqueeze(-1))
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from mfms_bo.acquisition.base import CostAwareAcquisition
+from mfms_bo.acquisition.own_target import query_target_moments
 from mfms_bo.space import SearchSpace
 from mfms_bo.surrogate.mfms_gp import MFMSGP
 
@@ -53,10 +54,6 @@ _LOG_NEG_G_T = torch.special.log_ndtr(_T) + torch.log(-torch.special.log_ndtr(_T
 _U = torch.linspace(0.0, 1.0, 361, dtype=torch.float64)  # the far elements' own grids
 
 
-def _log_ndtr(x: Tensor) -> Tensor:
-    return torch.special.log_ndtr(x)
-
-
 def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
     """Entropy drop of ``y`` (nats) when ``g >= f*`` is learned, elementwise.
 
@@ -68,7 +65,7 @@ def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
     """
     gamma, rho = torch.broadcast_tensors(gamma.to(torch.float64), rho.to(torch.float64))
     r2 = (rho * rho).clamp(max=_RHO_MAX)
-    log_cdf = _log_ndtr(gamma)
+    log_cdf = torch.special.log_ndtr(gamma)
     # gamma * phi / Phi, through logs so it stays finite for very negative gamma.
     ratio = gamma * torch.exp(-0.5 * gamma * gamma - 0.5 * math.log(2 * math.pi) - log_cdf)
     closed = 0.5 * r2 * ratio - log_cdf
@@ -87,7 +84,8 @@ def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
         var_u = (1.0 - g * mills - mills * mills).clamp(min=1e-12)
         sd = (r * r * var_u + 1.0 - r * r).sqrt().unsqueeze(-1)
         s_i = (r * mills).unsqueeze(-1) + sd * _GH_S
-        log_h = _log_ndtr((g.unsqueeze(-1) + r.unsqueeze(-1) * s_i) / root[smooth].unsqueeze(-1))
+        h = (g.unsqueeze(-1) + r.unsqueeze(-1) * s_i) / root[smooth].unsqueeze(-1)
+        log_h = torch.special.log_ndtr(h)
         log_ratio = (-0.5 * s_i * s_i + log_h - lc.unsqueeze(-1)) + 0.5 * _GH_S**2 + sd.log()
         expect[smooth] = (torch.exp(log_ratio) * _GH_W * log_h).sum(-1)
     if bool(steep.any()):
@@ -99,17 +97,17 @@ def entropy_reduction(gamma: Tensor, rho: Tensor) -> Tensor:
         a = rho[steep].abs()
         far = g * rt < -4.0
         out = torch.empty_like(g)
-        for sel, grid in ((~far, None), (far, True)):
+        for sel, own_grid in ((~far, False), (far, True)):
             if not bool(sel.any()):
                 continue
             gs, rs, as_, ls = (x[sel].unsqueeze(-1) for x in (g, rt, a, lc))
-            if grid is None:
+            if not own_grid:
                 t, log_dt, neg_log_g = _T, math.log(_DT), _LOG_NEG_G_T
             else:
                 lo = gs * rs - 6.0
                 t = lo + (8.0 - lo) * _U
                 log_dt = torch.log((8.0 - lo) / (_U.numel() - 1))
-                log_phi = _log_ndtr(t)
+                log_phi = torch.special.log_ndtr(t)
                 neg_log_g = log_phi + torch.log(-log_phi)
             s_t = (t * rs - gs) / as_  # its sign does not matter: only s^2 enters
             log_dens = (-0.5 * s_t * s_t - 0.5 * math.log(2 * math.pi) + torch.log(rs / as_)
@@ -161,17 +159,10 @@ class TargetMESPerCost(CostAwareAcquisition):
 
     def information(self, X: Tensor) -> Tensor:
         """``I(y_x; f*)`` of each ``n x d`` query (nats), averaged over the draws of ``f*``."""
-        gp = self.gp
-        s2 = gp.y_std**2
-        mu_q, V_q, pv_q = gp.whitened(X)
-        var_q = (pv_q - (V_q * V_q).sum(0)).clamp(min=1e-12) * s2
-        var_y = var_q + gp.noise_variance
-        XT = self.space.target_inputs(X[:, :-2])
-        mu_g, V_g, pv_g = gp.whitened(XT)
-        var_g = (pv_g - (V_g * V_g).sum(0)).clamp(min=1e-12) * s2
-        cov = (gp.kernel_diag(X, XT) - (V_q * V_g).sum(0)) * s2
-        rho = (cov / (var_y * var_g).sqrt()).clamp(-1.0, 1.0)
-        gamma = (mu_g.unsqueeze(-1) - self.f_star) / var_g.sqrt().unsqueeze(-1)  # n x S
+        q = query_target_moments(self.gp, self.space, X)
+        var_y = q.var_q + self.gp.noise_variance
+        rho = (q.cov_own / (var_y * q.var_own).sqrt()).clamp(-1.0, 1.0)
+        gamma = (q.mu_own.unsqueeze(-1) - self.f_star) / q.var_own.sqrt().unsqueeze(-1)  # n x S
         return entropy_reduction(gamma, rho.unsqueeze(-1)).mean(-1)
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:

@@ -291,16 +291,14 @@ class MFMSBO(Strategy):
         if self.acquisition == "ei":
             def build(m: MFMSGP):
                 return EIPerCost(m, best_f, seed_alpha(iteration))
-        elif self.acquisition == "mes":
-            target_W = self._target_set(gp, g)
-
-            def build(m: MFMSGP):
-                return TargetMESPerCost(m, self.model_space, target_W, g)
         else:
             target_W = self._target_set(gp, g)
-
-            def build(m: MFMSGP):
-                return TargetKGPerCost(m, self.model_space, target_W)
+            if self.acquisition == "mes":
+                def build(m: MFMSGP):
+                    return TargetMESPerCost(m, self.model_space, target_W, g)
+            else:
+                def build(m: MFMSGP):
+                    return TargetKGPerCost(m, self.model_space, target_W)
         return _per_member(gp, build)
 
     def _target_set(self, gp: Surrogate, g: torch.Generator, n_top: int = 24,
