@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEERS := $(VENV)/.peers-installed
 
 .PHONY: demo test lint bench bench-quick latency clean browser
 
@@ -13,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
+
+# The peer tools (Optuna, DEHB) and LightGBM for the RegMix baseline: the tests and the
+# benchmark use them; the service and the demo do not.
+$(PEERS): $(STAMP)
+	$(BIN)/pip install -e '.[dev,peers]'
+	touch $(PEERS)
 
 demo: $(STAMP)
 	$(BIN)/mfms demo
@@ -26,15 +33,17 @@ browser:
 	    echo "could not install chromium: the dashboard browser test will be skipped"; \
 	  else echo "chromium is not installed (needs root and apt-get): the dashboard browser test will be skipped"; fi; }
 
-test: $(STAMP) browser
+test: $(PEERS) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-bench-quick: $(STAMP)
-	$(BIN)/mfms bench --quick --json bench/results/quick.json --plot bench/results/quick.png
+bench-quick: $(PEERS)
+	$(BIN)/mfms bench --suite standard --quick --json bench/results/quick.json \
+	  --report bench/results/quick.md --plot bench/results/quick.png
 
-bench: $(STAMP)
-	$(BIN)/mfms bench --json bench/results/full.json --plot bench/results/full.png
+bench: $(PEERS)
+	$(BIN)/mfms bench --suite standard --json bench/results/standard.json \
+	  --report bench/results/standard.md --plot bench/results/standard.png
 
 latency: $(STAMP)
 	$(BIN)/python bench/latency.py --json bench/results/latency.json

@@ -10,50 +10,78 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_QUICK_PROBLEMS = ["sim-k3", "mixinglaws-5mix"]
-_ALL_STRATEGIES = "mfms-bo,random,hyperband,sf-bo,mf-bo"
+_GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
+_ALL_STRATEGIES = ["mfms-bo", "mf-bo", "sf-bo", "random", "hyperband", "uniform", "screen",
+                   "regmix", "tpe", "dehb"]
+# Strategies that run through an optional package (the `peers` extra).
+_NEEDS = {"regmix": "lightgbm", "tpe": "optuna", "dehb": "dehb"}
+
+
+def _available(strategies: list[str]) -> tuple[list[str], list[str]]:
+    """``(runnable, skipped)``: strategies whose optional package is missing are skipped."""
+    import importlib.util
+
+    ok = [s for s in strategies if s not in _NEEDS or importlib.util.find_spec(_NEEDS[s])]
+    return ok, [s for s in strategies if s not in ok]
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mfms_bo.bench.harness import (
-        default_budget,
+    import shlex
+    import sys
+
+    from mfms_bo.bench.harness import default_budget, load_problem, run_benchmark
+    from mfms_bo.bench.report import (
+        format_problems,
         format_table,
-        load_problem,
-        run_benchmark,
+        read_json,
         summarize,
         write_json,
         write_plot,
     )
+    from mfms_bo.bench.suites import suite_problems
 
-    problems = args.problem or (_QUICK_PROBLEMS if args.quick else
-                                ["sim-k3", "sim-k5", "sim-k6-extrap", "sim-k8-extrap",
-                                 "regmix-60m", "mixinglaws-5mix", "mixinglaws-redpajama"])
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
-    max_trials = args.max_trials if args.max_trials is not None else (30 if args.quick else 150)
-    options = json.loads(args.options) if args.options else {}
-    if args.quick:
-        for s in ("mfms-bo", "mf-bo", "sf-bo"):
-            options.setdefault(s, {}).setdefault("n_mixtures", 128)
-    budgets = {}
-    for ref in problems:
-        p = load_problem(ref)
-        b = args.budget if args.budget is not None else default_budget(p)
-        budgets[p.name] = b * (0.5 if args.quick and args.budget is None else 1.0)
-    t0 = time.perf_counter()
-    runs = []
-    for ref in problems:
-        name = load_problem(ref).name
-        runs += run_benchmark([ref], strategies, seeds, budgets[name], workers=args.workers,
-                              max_trials=max_trials, options=options)
+    command = "mfms " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.from_json:
+        doc, runs = read_json(args.from_json)
+        print(f"runs from {args.from_json}: commit {doc.get('commit')}, "
+              f"command: {doc.get('command')}")
+    else:
+        problems = list(args.problem or [])
+        for name in args.suite or ([] if problems else ["standard"]):
+            problems += suite_problems(name)
+        problems = list(dict.fromkeys(problems))
+        wanted = ([s.strip() for s in args.strategies.split(",") if s.strip()]
+                  if args.strategies else list(_ALL_STRATEGIES))
+        strategies, skipped = _available(wanted)
+        if skipped:
+            print(f"skipping {', '.join(skipped)}: pip install 'mfms-bo[peers]'",
+                  file=sys.stderr)
+        seeds = args.seeds if args.seeds is not None else (2 if args.quick else 10)
+        options = json.loads(args.options) if args.options else {}
+        if args.quick:  # fewer candidate mixtures per proposal: ~2x faster GP strategies
+            for s in _GP_STRATEGIES:
+                options.setdefault(s, {}).setdefault("n_mixtures", 128)
+        t0 = time.perf_counter()
+        runs = []
+        for ref in problems:
+            p = load_problem(ref)
+            budget = args.budget if args.budget is not None else default_budget(p)
+            runs += run_benchmark([ref], strategies, seeds, budget, workers=args.workers,
+                                  max_trials=args.max_trials, options=options)
+        print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seeds}, "
+              f"safety cap {args.max_trials} trials per run)", file=sys.stderr)
     summary = summarize(runs)
-    print(format_table(summary, budgets))
-    print(f"\n{len(runs)} runs in {time.perf_counter() - t0:.0f} s "
-          f"(seeds {seeds}, max {max_trials} trials per run)")
-    if args.json:
-        write_json(runs, args.json)
-        Path(args.json).with_suffix(".summary.json").write_text(
-            json.dumps({"summary": summary, "budgets": budgets}, indent=1, default=str))
+    report = (f"{format_problems(summary)}\n\n{format_table(summary)}\n\n"
+              "Costs: % of the problem's budget, median over seeds [bootstrap 90% interval]. "
+              "Final gap: % above the optimum. Speed-up: the strategy's median settle cost "
+              "over mfms-bo's (above 1: mfms-bo is cheaper).\n")
+    print(report)
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(report)
+        print(f"wrote {args.report}")
+    if args.json and not args.from_json:
+        write_json(runs, args.json, command=command, summary=summary)
         print(f"wrote {args.json}")
     if args.plot:
         write_plot(runs, args.plot)
@@ -63,19 +91,30 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Register ``bench`` on a subcommand parser (the ``mfms`` CLI composes it)."""
-    b = sub.add_parser("bench", help="compare strategies on benchmark problems")
+    b = sub.add_parser("bench", help="compare strategies on benchmark problems",
+                       description="Run strategies x problems x seeds until each run's cost "
+                       "budget is spent; report the cost to settle near the optimum.")
+    b.add_argument("--suite", action="append",
+                   help="named problem set: standard (default) or easy; repeatable")
     b.add_argument("--problem", action="append", help="repeatable; shipped name or file.py:NAME")
-    b.add_argument("--strategies", default=_ALL_STRATEGIES)
-    b.add_argument("--seeds", type=int, default=None)
+    b.add_argument("--strategies", default=None,
+                   help=f"comma-separated (default: {','.join(_ALL_STRATEGIES)}, skipping "
+                   "those whose optional package is missing)")
+    b.add_argument("--seeds", type=int, default=None, help="default 10 (2 with --quick)")
     b.add_argument("--budget", type=float, default=None,
                    help="cost budget in the problem's unit (default per problem)")
-    b.add_argument("--max-trials", type=int, default=None)
+    b.add_argument("--max-trials", type=int, default=2000,
+                   help="safety cap per run; a run it stops is marked in the table")
     b.add_argument("--workers", type=int, default=2, help="parallel processes")
     b.add_argument("--options", default=None,
                    help='JSON {strategy: {option: value}}, e.g. {"mfms-bo": {"acquisition": "ei"}}')
-    b.add_argument("--json", default=None, help="write runs as JSON here")
-    b.add_argument("--plot", default=None, help="write a PNG of regret vs cost here")
-    b.add_argument("--quick", action="store_true", help="reduced run (< 5 min on 2 cores)")
+    b.add_argument("--json", default=None, help="write the runs (every trial) as JSON here")
+    b.add_argument("--from", dest="from_json", default=None,
+                   help="report on the runs of a JSON written by --json instead of running")
+    b.add_argument("--report", default=None, help="write the markdown tables here")
+    b.add_argument("--plot", default=None, help="write a PNG of the gap vs cost here")
+    b.add_argument("--quick", action="store_true",
+                   help="2 seeds and cheaper proposals for the GP strategies")
     b.set_defaults(func=_cmd_bench)
 
 

@@ -22,7 +22,10 @@ __all__ = [
     "OnlineSummary", "ErrorBody", "FieldError",
 ]
 
-StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo"]
+# The library's registry (``mfms_bo.strategies.STRATEGIES``), spelt out so that the client
+# needs no torch; a test keeps the two equal.
+StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo", "uniform", "screen",
+                       "regmix", "tpe", "dehb"]
 _NAME = Field(min_length=1, max_length=200)
 _MAX_DOMAINS = 1024
 # In-run mixing (``mfms_bo.online``): a JSON spec such as {"method": "aioli", "eta": 0.2}.

@@ -2,18 +2,20 @@
 
 Each run is sequential (one trial at a time): propose, evaluate on the problem, pay its cost,
 then score the strategy's *current recommendation* by the problem's noise-free objective at
-the target. Curves are ``[[cumulative_cost, true_objective], ...]``; the summary reports the
-median cost to get within 0.5% / 1% of the optimum, and to the optimum itself (on a pool the
-best candidate can be found exactly; on a continuous problem it never is), and the speed-up
-of ``mfms-bo`` over each baseline as a ratio of those median costs, all from the same run.
+the target. Every strategy runs until the cost budget is spent (the last trial may overshoot
+it); ``max_trials`` is only a safety net, and a run it stops is marked ``capped`` so that a
+table never compares a capped run with a finished one silently. A strategy that proposes
+nothing more (``uniform``, an exhausted pool) keeps its recommendation to the end.
+
+Strategies never see the problem: they get the history of trials (specs, noisy learning
+curves, costs) and, when they plan around it (``Strategy.uses_budget``), the budget. Scoring
+(:mod:`mfms_bo.bench.metrics`, :mod:`mfms_bo.bench.report`) happens on the recorded curve.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -26,28 +28,75 @@ import numpy as np
 import torch
 
 from mfms_bo.bench.problem import Problem, search_space_of
-from mfms_bo.strategies import make_strategy
+from mfms_bo.strategies import STRATEGIES, make_strategy
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
-__all__ = ["RunResult", "run_one", "run_benchmark", "summarize", "format_table",
-           "default_budget", "load_problem", "cost_to_reach", "write_plot", "random_history"]
+__all__ = ["RunResult", "TrialRecord", "run_one", "run_benchmark", "default_budget",
+           "load_problem", "random_history", "reference_mixture", "start_cost"]
+
+
+@dataclass
+class TrialRecord:
+    """One trial as an outside tool needs it to recompute any metric: what was run, what it
+    cost, and what the strategy recommended after it (with that mixture's true objective)."""
+
+    mixture: dict[str, float]
+    model_size: float
+    steps: int
+    cost: float
+    cumulative_cost: float
+    recommendation: dict[str, float] | None
+    true_objective: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mixture": self.mixture, "model_size": self.model_size, "steps": self.steps,
+                "cost": self.cost, "cumulative_cost": self.cumulative_cost,
+                "recommendation": self.recommendation, "true_objective": self.true_objective}
 
 
 @dataclass
 class RunResult:
+    """One strategy x problem x seed. ``curve`` is ``[[cumulative_cost, true_objective]]`` of
+    the current recommendation (a point at cost 0 when the strategy recommends before any
+    trial); ``uniform_gap`` and ``start_cost`` travel with the run so that every metric can
+    be recomputed from the run alone."""
+
     problem: str
     strategy: str
     seed: int
     optimum: float | None
     curve: list[list[float]]
-    trials: int
+    trials: list[TrialRecord]
     seconds: float
     propose_seconds: float
+    budget: float = math.inf
+    capped: bool = False
+    uniform_gap: float = math.nan
+    start_cost: float = math.nan
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.trials)
+
+    @property
+    def spent(self) -> float:
+        return self.trials[-1].cumulative_cost if self.trials else 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"problem": self.problem, "strategy": self.strategy, "seed": self.seed,
-                "optimum": self.optimum, "curve": self.curve, "trials": self.trials,
+                "optimum": self.optimum, "budget": self.budget, "capped": self.capped,
+                "uniform_gap": self.uniform_gap, "start_cost": self.start_cost,
+                "curve": self.curve, "trials": [t.to_json() for t in self.trials],
                 "seconds": self.seconds, "propose_seconds": self.propose_seconds}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RunResult:
+        trials = [TrialRecord(**t) for t in d.get("trials", [])]
+        return cls(d["problem"], d["strategy"], int(d["seed"]), d["optimum"],
+                   [list(p) for p in d["curve"]], trials, float(d.get("seconds", 0.0)),
+                   float(d.get("propose_seconds", 0.0)), float(d.get("budget", math.inf)),
+                   bool(d.get("capped", False)), float(d.get("uniform_gap", math.nan)),
+                   float(d.get("start_cost", math.nan)))
 
 
 def default_budget(problem: Problem) -> float:
@@ -82,17 +131,48 @@ def load_problem(ref: str) -> Problem:
     return obj
 
 
+def reference_mixture(problem: Problem) -> dict[str, float]:
+    """The mixture a user holds without any search: the ``uniform`` strategy's recommendation
+    (the uniform mixture, or the pool member nearest to it)."""
+    rec = make_strategy("uniform", search_space_of(problem)).recommend([])
+    assert rec is not None
+    return dict(rec.mixture)
+
+
+def uniform_gap(problem: Problem) -> float:
+    """Relative gap of :func:`reference_mixture` at the target (nan without an optimum)."""
+    opt = problem.optimum()
+    if opt is None:
+        return math.nan
+    return (problem.true_objective(reference_mixture(problem)) - opt) / abs(opt)
+
+
+def start_cost(problem: Problem) -> float:
+    """The cheapest run's cost: where the log-cost axis of the plot and the log-gap area
+    start (nothing can be learnt for less)."""
+    return float(min(problem.cost(m, problem.steps[0]) for m in problem.model_sizes))
+
+
 def run_one(problem: Problem, strategy: str, seed: int, budget: float,
-            max_trials: int = 400, options: dict[str, Any] | None = None) -> RunResult:
-    """One strategy on one problem until the budget (or ``max_trials``) is spent."""
+            max_trials: int = 2000, options: dict[str, Any] | None = None) -> RunResult:
+    """One strategy on one problem until the budget is spent (``max_trials``: a safety net
+    that marks the run ``capped``). Budget-planning strategies get ``budget`` as an option."""
     torch.manual_seed(seed)
     space = search_space_of(problem)
-    strat = make_strategy(strategy, space, seed=seed, options=options)
+    opts = dict(options or {})
+    cls = STRATEGIES.get(strategy)
+    if cls is not None and cls.uses_budget:
+        opts.setdefault("budget", float(budget))
+    strat = make_strategy(strategy, space, seed=seed, options=opts)
     history: list[TrialResult] = []
     spent = 0.0
     curve: list[list[float]] = []
+    trials: list[TrialRecord] = []
     t0 = time.perf_counter()
     t_prop = 0.0
+    rec = strat.recommend(history)
+    if rec is not None:  # a no-search baseline recommends before any trial
+        curve.append([0.0, float(problem.true_objective(rec.mixture))])
     while spent < budget and len(history) < max_trials:
         tp = time.perf_counter()
         specs = strat.propose(history, [], 1)
@@ -106,11 +186,18 @@ def run_one(problem: Problem, strategy: str, seed: int, budget: float,
         spent += cost
         history.append(TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
                                    cost=cost))
+        tp = time.perf_counter()
         rec = strat.recommend(history)
-        if rec is not None:
-            curve.append([spent, float(problem.true_objective(rec.mixture))])
-    return RunResult(problem.name, strategy, seed, problem.optimum(), curve, len(history),
-                     time.perf_counter() - t0, t_prop)
+        t_prop += time.perf_counter() - tp
+        value = float(problem.true_objective(rec.mixture)) if rec is not None else None
+        if value is not None:
+            curve.append([spent, value])
+        trials.append(TrialRecord(dict(spec.mixture), float(spec.model_size), int(spec.steps),
+                                  cost, spent, dict(rec.mixture) if rec else None, value))
+    capped = spent < budget and len(history) >= max_trials
+    return RunResult(problem.name, strategy, seed, problem.optimum(), curve, trials,
+                     time.perf_counter() - t0, t_prop, float(budget), capped,
+                     uniform_gap(problem), start_cost(problem))
 
 
 def random_history(problem: Problem, n_trials: int, seed: int = 0) -> list[TrialResult]:
@@ -138,7 +225,7 @@ def _run_job(args: tuple) -> RunResult:
 
 
 def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int,
-                  budget: float | None = None, workers: int = 1, max_trials: int = 400,
+                  budget: float | None = None, workers: int = 1, max_trials: int = 2000,
                   options: dict[str, dict[str, Any]] | None = None,
                   progress: bool = True) -> list[RunResult]:
     """All combinations; ``budget`` None = :func:`default_budget` per problem."""
@@ -166,134 +253,7 @@ def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int
 def _report(r: RunResult, i: int, n: int) -> None:
     last = r.curve[-1][1] if r.curve else float("nan")
     gap = (last / r.optimum - 1) * 100 if r.optimum else float("nan")
-    print(f"[{i}/{n}] {r.problem:22s} {r.strategy:10s} seed {r.seed}: {r.trials} trials, "
-          f"final gap {gap:.2f}%, {r.seconds:.0f}s", file=sys.stderr, flush=True)
-
-
-# Relative slack for "found the optimum": a pool's objective is a lookup, so the best
-# candidate scores the optimum up to float rounding.
-OPTIMUM_RTOL = 1e-9
-_TARGETS = (("0.5pct", 0.005), ("1pct", 0.01), ("optimum", OPTIMUM_RTOL))
-
-
-def cost_to_reach(curve: list[list[float]], optimum: float | None, eps: float) -> float:
-    """First cumulative cost at which the recommendation is within ``eps`` (relative) of the
-    optimum; ``inf`` if never."""
-    if optimum is None:
-        return math.inf
-    for c, v in curve:
-        if v <= optimum + eps * abs(optimum):
-            return c
-    return math.inf
-
-
-def summarize(runs: Sequence[RunResult], reference: str = "mfms-bo") -> dict[str, Any]:
-    """Per problem x strategy: median cost to 0.5% / 1% / the optimum, median final regret,
-    speed-ups."""
-    table: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for r in runs:
-        row = table.setdefault(r.problem, {}).setdefault(
-            r.strategy, {"regret": [], **{key: [] for key, _ in _TARGETS}})
-        for key, eps in _TARGETS:
-            row[key].append(cost_to_reach(r.curve, r.optimum, eps))
-        final = r.curve[-1][1] if r.curve else math.inf
-        row["regret"].append(final - r.optimum if r.optimum is not None else math.nan)
-    out: dict[str, Any] = {}
-    for prob, rows in table.items():
-        out[prob] = {}
-        for strat, row in rows.items():
-            out[prob][strat] = {
-                **{f"median_cost_{key}": statistics.median(row[key]) for key, _ in _TARGETS},
-                "median_final_regret": statistics.median(row["regret"]),
-                "runs": len(row["regret"]),
-            }
-        ref = out[prob].get(reference)
-        if ref is not None:
-            for row in out[prob].values():
-                for key, _ in _TARGETS:
-                    a, b = ref[f"median_cost_{key}"], row[f"median_cost_{key}"]
-                    row[f"speedup_{key}"] = _ratio(b, a)
-    return out
-
-
-def _ratio(baseline: float, ours: float) -> float:
-    if math.isinf(ours):
-        return math.nan if math.isinf(baseline) else 0.0
-    return math.inf if math.isinf(baseline) else baseline / ours
-
-
-def format_table(summary: dict[str, Any], budgets: dict[str, float] | None = None) -> str:
-    """Markdown table; ``inf`` costs print as ``>budget``. The cost to the optimum itself is
-    a column only when some strategy found it (a pool's best candidate); on continuous
-    problems it would be ``>budget`` everywhere."""
-    exact = any(not math.isinf(row.get("median_cost_optimum", math.inf))
-                for rows in summary.values() for row in rows.values())
-    head = "| problem | strategy | cost to 0.5% | cost to 1% | "
-    head += "cost to optimum | " if exact else ""
-    head += "final regret | mfms-bo speed-up (0.5%) | mfms-bo speed-up (1%) |"
-    head += " mfms-bo speed-up (optimum) |" if exact else ""
-    lines = [head, "|---" * (head.count("|") - 1) + "|"]
-    for prob, rows in summary.items():
-        b = (budgets or {}).get(prob)
-        for strat, row in rows.items():
-            def c(v: float, b: float | None = b) -> str:
-                if math.isinf(v):
-                    return f">{b:.4g}" if b else "never"
-                return f"{v:.4g}"
-
-            def s(v: float | None) -> str:
-                if v is None or (isinstance(v, float) and math.isnan(v)):
-                    return "-"
-                return "inf" if math.isinf(v) else f"{v:.2f}x"
-
-            line = (f"| {prob} | {strat} | {c(row['median_cost_0.5pct'])} | "
-                    f"{c(row['median_cost_1pct'])} | ")
-            line += f"{c(row['median_cost_optimum'])} | " if exact else ""
-            line += (f"{row['median_final_regret']:.4f} | "
-                     f"{s(row.get('speedup_0.5pct'))} | {s(row.get('speedup_1pct'))} |")
-            line += f" {s(row.get('speedup_optimum'))} |" if exact else ""
-            lines.append(line)
-    return "\n".join(lines)
-
-
-def write_json(runs: Sequence[RunResult], path: str | Path) -> None:
-    """The schema outside tools score: ``{"runs": [{problem, strategy, seed, optimum, curve}]}``
-    (plus trials and timings, which readers may ignore)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"runs": [r.to_json() for r in runs]}, indent=1))
-
-
-def write_plot(runs: Sequence[RunResult], path: str | Path) -> None:
-    """Best-so-far simple regret vs cumulative cost, median over seeds, one panel per problem."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    probs = sorted({r.problem for r in runs})
-    fig, axes = plt.subplots(1, len(probs), figsize=(4.2 * len(probs), 3.4), squeeze=False)
-    for ax, prob in zip(axes[0], probs, strict=True):
-        for strat in sorted({r.strategy for r in runs if r.problem == prob}):
-            rs = [r for r in runs if r.problem == prob and r.strategy == strat and r.curve]
-            if not rs or rs[0].optimum is None:
-                continue
-            xs = sorted({c for r in rs for c, _ in r.curve})
-            med = []
-            for x in xs:
-                vals = []
-                for r in rs:
-                    v = [val for c, val in r.curve if c <= x]
-                    vals.append(min(v) - r.optimum if v else math.nan)  # type: ignore[operator]
-                vals = [v for v in vals if not math.isnan(v)]
-                med.append(statistics.median(vals) if vals else math.nan)
-            ax.plot(xs, [max(m, 1e-5) for m in med], label=strat, drawstyle="steps-post")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(prob, fontsize=9)
-        ax.set_xlabel("cumulative cost")
-        ax.set_ylabel("simple regret at target")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    cap = " (capped by max_trials)" if r.capped else ""
+    print(f"[{i}/{n}] {r.problem:22s} {r.strategy:10s} seed {r.seed}: {r.n_trials} trials, "
+          f"{r.spent / r.budget:.0%} of budget{cap}, final gap {gap:.2f}%, {r.seconds:.0f}s",
+          file=sys.stderr, flush=True)

@@ -9,7 +9,11 @@ from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy, restrict_fidelities, training_data
 from mfms_bo.strategies.bo import MFMSBO, MultiFidelityBO, SingleFidelityBO
 from mfms_bo.strategies.hyperband import Hyperband
+from mfms_bo.strategies.peers import TPE, DEHBStrategy  # optuna/dehb imported lazily
 from mfms_bo.strategies.random_search import RandomSearch
+from mfms_bo.strategies.regmix import RegMix  # lightgbm imported lazily
+from mfms_bo.strategies.screen import ScreenThenConfirm
+from mfms_bo.strategies.uniform import UniformMixture
 
 __all__ = [
     "STRATEGIES",
@@ -17,8 +21,11 @@ __all__ = [
     "MFMSBO",
     "MultiFidelityBO",
     "RandomSearch",
+    "RegMix",
+    "ScreenThenConfirm",
     "SingleFidelityBO",
     "Strategy",
+    "UniformMixture",
     "make_strategy",
     "restrict_fidelities",
     "training_data",
@@ -30,6 +37,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "hyperband": Hyperband,
     "sf-bo": SingleFidelityBO,
     "mf-bo": MultiFidelityBO,
+    # Peer tools through their own packages (`pip install 'mfms-bo[peers]'`).
+    "tpe": TPE,
+    "dehb": DEHBStrategy,
+    # Practitioners' baselines (DESIGN section 5): no search, screen-then-confirm, RegMix.
+    "uniform": UniformMixture,
+    "screen": ScreenThenConfirm,
+    "regmix": RegMix,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -32,6 +33,11 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    #: True for strategies that plan around the total cost budget (screen-then-confirm,
+    #: Hyperband's brackets): they take a ``budget`` option in the unit of
+    #: ``TrialResult.cost``, which the benchmark harness fills in. Practitioners' recipes
+    #: are written for a known budget; the model-based strategies are anytime and ignore it.
+    uses_budget: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space
@@ -85,6 +91,11 @@ class Strategy(ABC):
         order = torch.randperm(pool.shape[0], generator=g).tolist()
         fresh = [i for i in order if tuple(round(v, 9) for v in pool[i].tolist()) not in seen]
         return fresh, order
+
+    @staticmethod
+    def _spent(history: Sequence[TrialResult]) -> float:
+        """What the history has cost so far (runs without a reported cost count as 0)."""
+        return float(sum(r.cost for r in history if r.cost is not None))
 
     def _cost_model(self, history: Sequence[TrialResult]) -> CostModel:
         cm = CostModel()

@@ -1,4 +1,5 @@
-"""Tests for mfms_bo.bench.harness: one run, cost-to-reach, summaries, JSON, problem loading."""
+"""Tests for mfms_bo.bench.harness and report: runs, budget stopping, summaries, JSON, plot,
+problem loading."""
 
 from __future__ import annotations
 
@@ -8,22 +9,22 @@ import textwrap
 
 import pytest
 
-from mfms_bo.bench.harness import (
-    RunResult,
-    cost_to_reach,
-    default_budget,
+from mfms_bo.bench.harness import RunResult, default_budget, load_problem, run_one
+from mfms_bo.bench.problem import Problem
+from mfms_bo.bench.report import (
+    format_problems,
     format_table,
-    load_problem,
-    run_one,
+    read_json,
     summarize,
     write_json,
+    write_plot,
 )
-from mfms_bo.bench.problem import Problem
 
 
 def _rr(strategy: str, seed: int, curve: list[list[float]], optimum: float | None = 1.0,
         problem: str = "p") -> RunResult:
-    return RunResult(problem, strategy, seed, optimum, curve, len(curve), 0.1, 0.05)
+    return RunResult(problem, strategy, seed, optimum, curve, [], 0.1, 0.05, budget=10.0,
+                     uniform_gap=0.05, start_cost=0.5)
 
 
 # -- run_one -------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def random_run(sim_problem) -> RunResult:
 def test_run_one_random(random_run, sim_problem):
     r = random_run
     assert (r.problem, r.strategy, r.seed) == ("t", "random", 0)
-    assert r.trials == 5 == len(r.curve)  # random always runs the largest size, max steps
+    assert r.n_trials == 5 == len(r.curve)  # random always runs the largest size, max steps
     costs = [c for c, _ in r.curve]
     assert all(b >= a for a, b in zip(costs, costs[1:], strict=False))
     assert costs[-1] == pytest.approx(5 * sim_problem.cost(60e6, 4000))
@@ -44,11 +45,6 @@ def test_run_one_random(random_run, sim_problem):
     for _, v in r.curve:
         assert math.isfinite(v) and v >= r.optimum - 1e-9  # no mixture beats the optimum
     assert r.seconds >= r.propose_seconds >= 0
-
-
-def test_run_one_stops_at_max_trials(sim_problem):
-    r = run_one(sim_problem, "random", seed=1, budget=1e9, max_trials=3)
-    assert r.trials == 3 and len(r.curve) == 3
 
 
 def test_run_one_is_reproducible(sim_problem, random_run):
@@ -60,87 +56,107 @@ def test_default_budget(sim_problem):
     assert default_budget(sim_problem) == pytest.approx(15 * sim_problem.cost(60e6, 4000))
 
 
-# -- cost_to_reach / summarize -------------------------------------------------------------
-def test_cost_to_reach():
-    curve = [[1.0, 1.5], [2.0, 1.02], [3.0, 1.008], [5.0, 1.004], [8.0, 1.0]]
-    assert cost_to_reach(curve, 1.0, 0.01) == 3.0
-    assert cost_to_reach(curve, 1.0, 0.005) == 5.0
-    assert cost_to_reach(curve, 1.0, 0.0) == 8.0
-    assert cost_to_reach(curve, 1.0, 0.6) == 1.0
-    assert cost_to_reach(curve, 0.5, 0.01) == math.inf  # never within 1%
-    assert cost_to_reach([], 1.0, 0.01) == math.inf
-    assert cost_to_reach(curve, None, 0.01) == math.inf
-    # Relative to |optimum| for negative objectives; the threshold itself counts.
-    assert cost_to_reach([[1.0, -1.9], [2.0, -1.98]], -2.0, 0.01) == 2.0
+# -- budget-only stopping -------------------------------------------------------------------
+def test_run_one_spends_the_budget_and_records_every_trial(sim_problem):
+    budget = 3.5 * sim_problem.cost(60e6, 4000)
+    r = run_one(sim_problem, "random", seed=2, budget=budget)
+    assert r.n_trials == 4 and not r.capped  # the last trial overshoots, then it stops
+    assert r.spent == pytest.approx(4 * sim_problem.cost(60e6, 4000)) and r.budget == budget
+    cum = 0.0
+    for t, (c, v) in zip(r.trials, r.curve, strict=True):
+        cum += t.cost
+        assert t.cumulative_cost == pytest.approx(cum) == c
+        assert t.model_size == 60e6 and t.steps == 4000
+        assert set(t.mixture) == set(sim_problem.domains)
+        assert t.recommendation is not None and t.true_objective == v
+        assert sim_problem.true_objective(t.recommendation) == v
+    assert math.isfinite(r.uniform_gap) and r.uniform_gap > 0
+    assert r.start_cost == pytest.approx(sim_problem.cost(20e6, 500))
 
 
-def test_summarize_medians_and_speedups():
-    runs = [
-        _rr("mfms-bo", 0, [[1, 1.02], [2, 1.004], [3, 1.0]]),  # 0.5%: 2, 1%: 2
-        _rr("mfms-bo", 1, [[1, 1.009], [4, 1.003]]),  # 0.5%: 4, 1%: 1
-        _rr("random", 0, [[3, 1.2], [6, 1.008], [9, 1.004]]),  # 9, 6
+def test_run_one_marks_a_run_the_safety_cap_stopped(sim_problem):
+    r = run_one(sim_problem, "random", seed=1, budget=1e9, max_trials=3)
+    assert r.n_trials == 3 and r.capped
+
+
+def test_a_no_search_strategy_is_scored_from_cost_zero(sim_problem):
+    r = run_one(sim_problem, "uniform", seed=0, budget=sim_problem.cost(60e6, 4000))
+    assert r.n_trials == 0 and not r.capped
+    uniform = {d: 1 / 3 for d in sim_problem.domains}
+    assert r.curve == [[0.0, pytest.approx(sim_problem.true_objective(uniform))]]
+    assert r.uniform_gap == pytest.approx(r.curve[0][1] / r.optimum - 1)
+
+
+# -- report ----------------------------------------------------------------------------------
+def _runs() -> list[RunResult]:
+    return [
+        _rr("mfms-bo", 0, [[1, 1.02], [2, 1.004], [3, 1.001]]),  # settles 0.5% at 2
+        _rr("mfms-bo", 1, [[1, 1.003], [4, 1.02], [5, 1.003]]),  # first 1, settles 5
+        _rr("random", 0, [[3, 1.2], [6, 1.004], [9, 1.003]]),  # 6
         _rr("random", 1, [[5, 1.5]]),  # never
-        _rr("random", 2, [[9, 1.008], [12, 1.0]]),  # 12, 9
-        _rr("hyperband", 0, [[2, 1.3]]),  # never
+        _rr("random", 2, [[9, 1.004], [10, 1.0]]),  # 9
+        _rr("uniform", 0, [[0, 1.05]]),
     ]
-    s = summarize(runs)
-    assert set(s) == {"p"} and set(s["p"]) == {"mfms-bo", "random", "hyperband"}
-    ours, rnd, hb = s["p"]["mfms-bo"], s["p"]["random"], s["p"]["hyperband"]
-    assert ours["median_cost_0.5pct"] == 3.0 and ours["median_cost_1pct"] == 1.5
-    assert ours["runs"] == 2 and ours["median_final_regret"] == pytest.approx(0.0015)
-    assert rnd["median_cost_0.5pct"] == 12.0 and rnd["median_cost_1pct"] == 9.0
-    assert rnd["runs"] == 3 and rnd["median_final_regret"] == pytest.approx(0.004)
-    assert rnd["speedup_0.5pct"] == pytest.approx(4.0) and rnd["speedup_1pct"] == 6.0
-    assert ours["speedup_0.5pct"] == 1.0
-    assert hb["median_cost_1pct"] == math.inf and hb["speedup_1pct"] == math.inf
-    assert hb["median_final_regret"] == pytest.approx(0.3)
 
 
-def test_summarize_when_reference_never_reaches():
-    runs = [_rr("mfms-bo", 0, [[1, 2.0]], problem="q"), _rr("random", 0, [[1, 1.0]], problem="q"),
-            _rr("hyperband", 0, [[1, 3.0]], problem="q")]
-    s = summarize(runs)["q"]
-    assert s["random"]["speedup_1pct"] == 0.0  # the baseline reached, we did not
-    assert math.isnan(s["hyperband"]["speedup_1pct"])  # neither reached
-    assert math.isnan(s["mfms-bo"]["speedup_1pct"])
+def test_summarize_settle_first_hit_and_speedups():
+    s = summarize(_runs())["p"]
+    assert s["budget"] == 10.0 and s["uniform_gap"] == pytest.approx(0.05)
+    assert s["bands"] == {"0.5pct": 0.005, "0.25pct": 0.0025, "u10": pytest.approx(0.005)}
+    ours, rnd, uni = s["rows"]["mfms-bo"], s["rows"]["random"], s["rows"]["uniform"]
+    assert ours["settle"]["0.5pct"][0] == 3.5 and ours["first_hit"]["0.5pct"][0] == 1.5
+    assert rnd["settle"]["0.5pct"][0] == 9.0 and rnd["runs"] == 3
+    assert uni["settle"]["0.5pct"][0] == math.inf
+    assert ours["final_gap"][0] == pytest.approx(0.002)
+    assert rnd["speedup_settle"]["0.5pct"][0] == pytest.approx(9.0 / 3.5)
+    assert uni["speedup_settle"]["0.5pct"][0] == math.inf
+    for row in s["rows"].values():
+        for key in ("0.5pct", "0.25pct", "u10"):
+            med, lo, hi = row["settle"][key]
+            assert lo <= med <= hi or math.isinf(med)
+    # The uniform line's log-gap is its own gap, the others' are lower.
+    assert uni["mean_log_gap"][0] == pytest.approx(math.log10(0.05))
+    assert ours["mean_log_gap"][0] < uni["mean_log_gap"][0]
 
 
-def test_summarize_without_reference_or_optimum():
-    s = summarize([_rr("random", 0, [[1, 1.0]], optimum=None), _rr("random", 1, [])])
-    row = s["p"]["random"]
-    assert "speedup_1pct" not in row
-    assert row["median_cost_1pct"] == math.inf
-    # An empty curve has infinite final regret; a missing optimum has none.
-    assert row["runs"] == 2
-
-
-def test_format_table():
-    runs = [_rr("mfms-bo", 0, [[1, 1.0]]), _rr("random", 0, [[2, 1.5]])]
-    table = format_table(summarize(runs), budgets={"p": 10.0})
+def test_format_table_marks_capped_runs_and_never():
+    runs = _runs()
+    runs[2].capped = True
+    table = format_table(summarize(runs))
     lines = table.splitlines()
-    assert len(lines) == 4 and lines[0].startswith("| problem")
-    assert "| p | random | >10 |" in table
-    assert "inf" in lines[3] and "1.00x" in lines[2]
-    assert "never" in format_table(summarize(runs))
+    assert lines[0].startswith("| problem | strategy | settle 0.5%")
+    assert "| p | random *1/3 |" in table and "stopped by `--max-trials`" in table
+    uniform = next(line for line in lines if "| uniform |" in line)
+    assert "never" in uniform
+    ours = next(line for line in lines if "| mfms-bo |" in line)
+    assert "| 35 [" in ours  # settle 0.5%: 3.5 of a budget of 10
+    assert "p" in format_problems(summarize(runs))
 
 
-# -- JSON output ---------------------------------------------------------------------------
-def test_write_json_schema(tmp_path, random_run):
-    runs = [random_run, _rr("mfms-bo", 3, [[1.0, 1.2], [2.0, 1.1]], optimum=None)]
+def test_json_round_trip_holds_every_trial(tmp_path, sim_problem):
+    r = run_one(sim_problem, "random", seed=0, budget=2 * sim_problem.cost(60e6, 4000))
+    runs = [r, _rr("mfms-bo", 3, [[1.0, 1.2], [2.0, 1.1]], optimum=None)]
     path = tmp_path / "out" / "results.json"
-    write_json(runs, path)
-    data = json.loads(path.read_text())
-    assert list(data) == ["runs"]
-    assert isinstance(data["runs"], list) and len(data["runs"]) == 2
-    for entry, r in zip(data["runs"], runs, strict=True):
-        assert {"problem", "strategy", "seed", "optimum", "curve"} <= set(entry)
-        assert entry["problem"] == r.problem and entry["strategy"] == r.strategy
-        assert entry["seed"] == r.seed and isinstance(entry["seed"], int)
-        assert entry["optimum"] == r.optimum
-        assert all(len(p) == 2 and all(isinstance(x, (int, float)) for x in p)
-                   for p in entry["curve"])
-        assert entry["curve"] == [list(p) for p in r.curve]
+    write_json(runs, path, command="mfms bench --suite easy", summary=summarize(runs))
+    text = path.read_text()
+    assert "Infinity" not in text and "NaN" not in text  # strict JSON for outside tools
+    data = json.loads(text)
+    assert data["command"] == "mfms bench --suite easy" and "commit" in data
+    assert {"problem", "strategy", "seed", "optimum", "curve", "trials"} <= set(data["runs"][0])
+    trial = data["runs"][0]["trials"][0]
+    assert {"mixture", "model_size", "steps", "cost", "recommendation"} <= set(trial)
     assert data["runs"][1]["optimum"] is None
+    doc, back = read_json(path)
+    assert back[0].curve == r.curve and back[0].trials == r.trials
+    assert back[0].budget == r.budget and back[0].uniform_gap == pytest.approx(r.uniform_gap)
+    assert summarize(back)["t"]["rows"]["random"]["settle"] == \
+        summarize([r])["t"]["rows"]["random"]["settle"]
+
+
+def test_plot_is_written(tmp_path):
+    path = tmp_path / "gap.png"
+    write_plot(_runs(), path)
+    assert path.stat().st_size > 1000
 
 
 # -- load_problem --------------------------------------------------------------------------
@@ -198,7 +214,7 @@ def test_load_problem_from_file(problem_file, name):
 def test_loaded_problem_runs(problem_file):
     p = load_problem(f"{problem_file}:PROBLEM")
     r = run_one(p, "random", seed=0, budget=3 * p.cost(3e7, 400))
-    assert r.trials == 3 and r.optimum == 2.0
+    assert r.n_trials == 3 and r.optimum == 2.0
     assert all(v >= 2.0 for _, v in r.curve)
 
 
@@ -214,18 +230,3 @@ def test_load_problem_errors(problem_file):
 def test_load_shipped_problem():
     p = load_problem("sim-k3")
     assert isinstance(p, Problem) and p.name == "sim-k3"
-
-
-def test_cost_to_the_optimum_column_only_when_some_strategy_found_it():
-    found = [_rr("mfms-bo", 0, [[1, 1.2], [3, 1.0]]), _rr("random", 0, [[2, 1.1], [6, 1.0]]),
-             _rr("hyperband", 0, [[2, 1.004]])]
-    s = summarize(found)["p"]
-    assert s["mfms-bo"]["median_cost_optimum"] == 3.0
-    assert s["random"]["speedup_optimum"] == pytest.approx(2.0)
-    assert s["hyperband"]["median_cost_optimum"] == math.inf  # 0.4% off is not the optimum
-    table = format_table(summarize(found), budgets={"p": 10.0}).splitlines()
-    assert "cost to optimum" in table[0] and "speed-up (optimum)" in table[0]
-    assert table[1].count("|---") == table[0].count("|") - 1 == 9
-    assert "| p | random | 6 | 6 | 6 | 0.0000 |" in table[3] and table[3].endswith(" 2.00x |")
-    near = [_rr("mfms-bo", 0, [[1, 1.003]]), _rr("random", 0, [[2, 1.004]])]
-    assert "optimum" not in format_table(summarize(near))

@@ -20,9 +20,16 @@ from mfms_bo.surrogate import SurrogateEnsemble
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
-CAPPED_STRATEGIES = ("mfms-bo", "random", "hyperband")  # honour max_model_size
+CAPPED_STRATEGIES = ("mfms-bo", "random", "hyperband", "screen", "regmix")  # honour max_model_size
 GP_OPTIONS = {"n_mixtures": 64, "surrogate": {"maxiter": 30, "warm_maxiter": 10}}
 N_ITER = 8
+PEER_PACKAGES = {"tpe": "optuna", "dehb": "dehb",  # strategies needing mfms-bo[peers]
+                 "regmix": "lightgbm"}
+# Strategies that never search: "uniform" is the benchmark's zero line, it proposes nothing
+# and recommends a fixed mixture from the empty history on, with no prediction. The
+# propose/recommend contract below drives proposals, so it does not apply to them; their
+# own contract is test_no_search_strategies (and tests/.../test_baselines.py).
+NO_SEARCH = ("uniform",)
 
 
 def _problem(pool: int | None = None):
@@ -36,6 +43,8 @@ def _problem(pool: int | None = None):
 
 
 def _make(name: str, space: SearchSpace, seed: int = 0) -> Strategy:
+    if name in PEER_PACKAGES:  # the `peers` extra; CI installs it
+        pytest.importorskip(PEER_PACKAGES[name])
     return make_strategy(name, space, seed, GP_OPTIONS if name in GP_STRATEGIES else None)
 
 
@@ -103,7 +112,7 @@ def problem():
     return _problem()
 
 
-@pytest.fixture(scope="module", params=sorted(STRATEGIES))
+@pytest.fixture(scope="module", params=sorted(set(STRATEGIES) - set(NO_SEARCH)))
 def run(request, problem) -> Run:
     """``N_ITER - 1`` evaluated trials, then the next proposal kept *pending* while a batch
     of 3 is asked for (GP strategies are the slow part of this suite: one run each)."""
@@ -116,7 +125,8 @@ def run(request, problem) -> Run:
 
 # -- the contract --------------------------------------------------------------------------
 def test_registry():
-    assert set(STRATEGIES) == {"mfms-bo", "random", "hyperband", "sf-bo", "mf-bo"}
+    assert set(STRATEGIES) == {"mfms-bo", "random", "hyperband", "sf-bo", "mf-bo",
+                               "tpe", "dehb", "uniform", "screen", "regmix"}
     for name, cls in STRATEGIES.items():
         assert issubclass(cls, Strategy) and cls.name == name
 
@@ -226,6 +236,8 @@ def test_mf_bo_refuses_a_worker_below_its_one_size(problem):
 @pytest.mark.parametrize("name", [
     "random",
     "hyperband",
+    "screen",
+    "regmix",
     "mfms-bo",
     "mf-bo",
     "sf-bo",
@@ -234,6 +246,27 @@ def test_max_model_size_below_ladder_is_an_error(name, problem):
     s = _make(name, search_space_of(problem))
     with pytest.raises(ValueError, match="no runnable model size"):
         s.propose([], [], 1, max_model_size=1e6)
+
+
+@pytest.mark.parametrize("name", NO_SEARCH)
+@pytest.mark.parametrize("pool", [None, 12])
+def test_no_search_strategies(name, pool):
+    """Nothing proposed, ever; the same feasible recommendation with or without history."""
+    problem = _problem(pool)
+    space = search_space_of(problem)
+    s = _make(name, space)
+    assert s.propose([], [], 3) == []
+    rec = s.recommend([])
+    assert isinstance(rec, Recommendation) and rec.predicted_objective is None
+    space.mixtures.validate(rec.mixture)
+    if space.candidates is not None:
+        w = torch.tensor([rec.mixture[d] for d in space.mixtures.domains], dtype=torch.float64)
+        assert bool(((space.candidates - w).abs().amax(-1) <= 1e-12).any())
+    assert rec.model_size == space.fidelities.target_model_size
+    assert math.isfinite(problem.true_objective(rec.mixture))
+    other = _evaluate(problem, _make("random", space).propose([], [], 1)[0], seed=0)
+    assert s.recommend([other]) == rec
+    assert s.propose([other], [], 1) == []
 
 
 # -- registry errors -----------------------------------------------------------------------
