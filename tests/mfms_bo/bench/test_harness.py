@@ -230,3 +230,48 @@ def test_load_problem_errors(problem_file):
 def test_load_shipped_problem():
     p = load_problem("sim-k3")
     assert isinstance(p, Problem) and p.name == "sim-k3"
+
+
+# -- every strategy: the budget, and nothing but the history ------------------------------
+class _Watched:
+    """A problem that fails the test if a strategy (not the harness) asks for the truth."""
+
+    def __init__(self, problem) -> None:  # noqa: ANN001
+        self._p = problem
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._p, name)
+
+    def _check(self) -> None:
+        import inspect
+
+        callers = [f.filename for f in inspect.stack()[2:]]
+        leaks = [c for c in callers if "mfms_bo/strategies" in c.replace("\\", "/")]
+        assert not leaks, f"a strategy looked at the true objective: {leaks[0]}"
+
+    def true_objective(self, mixture):  # noqa: ANN001, ANN201
+        self._check()
+        return self._p.true_objective(mixture)
+
+    def optimum(self):  # noqa: ANN201
+        self._check()
+        return self._p.optimum()
+
+
+@pytest.mark.parametrize("name", sorted(__import__("mfms_bo.strategies").strategies.STRATEGIES))
+def test_every_strategy_stops_at_the_budget_and_sees_only_the_history(name, sim_problem):
+    from tests.mfms_bo.strategies.test_strategies import GP_OPTIONS, GP_STRATEGIES, PEER_PACKAGES
+
+    if name in PEER_PACKAGES:
+        pytest.importorskip(PEER_PACKAGES[name])
+    budget = 3 * sim_problem.cost(60e6, 4000)
+    problem = _Watched(sim_problem)
+    r = run_one(problem, name, seed=0, budget=budget,  # type: ignore[arg-type]
+                options=dict(GP_OPTIONS) if name in GP_STRATEGIES else None)
+    assert not r.capped
+    if r.trials:
+        # Only the last trial may cross the budget.
+        assert r.trials[-2].cumulative_cost < budget if len(r.trials) > 1 else True
+        assert r.spent <= budget + r.trials[-1].cost
+        assert r.spent >= budget or name in ("screen", "regmix", "hyperband")
+    assert r.curve, "every strategy recommends something by the end"
