@@ -31,8 +31,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from mfms_bo.bench.harness import default_budget, load_problem, run_benchmark
     from mfms_bo.bench.report import (
+        format_headline,
         format_problems,
         format_table,
+        git_commit,
         read_json,
         summarize,
         write_json,
@@ -40,7 +42,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     from mfms_bo.bench.suites import suite_problems
 
-    command = "mfms " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = getattr(args, "argv", None)
+    command = "mfms " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    # The code that runs is the code at the start: later commits must not be credited.
+    commit = git_commit(Path(__file__).parent)
     if args.from_json:
         doc, runs = read_json(args.from_json)
         print(f"runs from {args.from_json}: commit {doc.get('commit')}, "
@@ -71,7 +76,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seeds}, "
               f"safety cap {args.max_trials} trials per run)", file=sys.stderr)
     summary = summarize(runs)
-    report = (f"{format_problems(summary)}\n\n{format_table(summary)}\n\n"
+    report = (f"{format_problems(summary)}\n\n{format_headline(summary)}\n\n"
+              f"{format_table(summary)}\n\n"
               "Costs: % of the problem's budget, median over seeds [bootstrap 90% interval]. "
               "Final gap: % above the optimum. Speed-up: the strategy's median settle cost "
               "over mfms-bo's (above 1: mfms-bo is cheaper).\n")
@@ -81,7 +87,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         Path(args.report).write_text(report)
         print(f"wrote {args.report}")
     if args.json and not args.from_json:
-        write_json(runs, args.json, command=command, summary=summary)
+        write_json(runs, args.json, command=command, summary=summary, commit=commit)
         print(f"wrote {args.json}")
     if args.plot:
         write_plot(runs, args.plot)
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return int(args.func(args) or 0)
 
 

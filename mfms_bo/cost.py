@@ -10,7 +10,6 @@ FLOP count says (small models are often overhead-bound) get their own rate.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -50,10 +49,6 @@ class CostModel:
         self._sizes.setdefault(float(model_size), []).append(
             math.log(net / (float(model_size) * float(steps)))
         )
-
-    def observe_many(self, records: Iterable[tuple[float, float, float]]) -> None:
-        for m, z, c in records:
-            self.observe(m, z, c)
 
     def _global_log_rate(self) -> float:
         # The prior rate is a unit-free guess (1 per parameter-step by default): once any run

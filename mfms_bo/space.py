@@ -1,7 +1,7 @@
 """Search space of a study: mixtures on a (bounded) simplex and the two fidelities.
 
-* :class:`MixtureSpace` - k named domains, per-domain bounds ``lo_i <= w_i <= hi_i`` and
-  optional token budgets; validates, samples and projects mixtures.
+* :class:`MixtureSpace` - k named domains and per-domain bounds ``lo_i <= w_i <= hi_i``;
+  validates, samples and projects mixtures.
 * :class:`FidelitySpace` - a ladder of runnable model sizes, a steps range and the target
   fidelity ``(m*, z*)``; ``m*`` may exceed every runnable size (extrapolation).
 * :class:`SearchSpace` - both, plus the objective weights and an optional finite candidate
@@ -55,17 +55,15 @@ def project_to_simplex(V: Tensor, lo: Tensor, hi: Tensor, iters: int = 60) -> Te
 
 @dataclass(frozen=True)
 class MixtureSpace:
-    """k named domains with per-domain bounds and optional token budgets.
+    """k named domains with per-domain bounds.
 
     Args:
         domains: domain names, in coordinate order.
         bounds: optional ``{domain: (lo, hi)}``; unspecified domains get ``(0, 1)``.
-        token_budgets: optional ``{domain: tokens}`` available without repetition.
     """
 
     domains: tuple[str, ...]
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    token_budgets: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         doms = tuple(self.domains)
@@ -92,11 +90,6 @@ class MixtureSpace:
             raise ValidationError("mixture_bounds: lower bounds sum above 1; no mixture fits")
         if float(hi_t.sum()) < 1.0 - 1e-9:
             raise ValidationError("mixture_bounds: upper bounds sum below 1; no mixture fits")
-        for name, u in self.token_budgets.items():
-            if name not in doms:
-                raise ValidationError(f"token_budgets: unknown domain {name!r}")
-            if not math.isfinite(float(u)) or float(u) <= 0:
-                raise ValidationError(f"token_budgets[{name!r}]: must be a positive number")
 
     @property
     def k(self) -> int:
@@ -253,10 +246,6 @@ class FidelitySpace:
             raise ValidationError("target.model_size: below the smallest runnable size")
         if not 1 <= int(self.checkpoints) <= 1000:
             raise ValidationError("checkpoints: must be between 1 and 1000")
-
-    @property
-    def target_runnable(self) -> bool:
-        return self.target_model_size in self.model_sizes and self.target_steps <= self.steps_max
 
     @property
     def largest_runnable(self) -> float:

@@ -27,7 +27,7 @@ from server.insights import Insights
 from server.maintenance import Maintainer
 from server.observability import Metrics, ObservabilityMiddleware
 from server.proposer import Proposer
-from server.schemas import ErrorBody
+from server.schemas import ErrorBody, error_field
 from server.strategy_cache import StrategyCache
 
 __all__ = ["create_app"]
@@ -101,11 +101,6 @@ _ERRORS: dict[int | str, dict] = {
 }
 
 
-def _field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url, settings.pool_size)
@@ -160,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                f"malformed JSON near character {loc[-1] if loc else '?'}"})
                 continue
             msg = str(e.get("msg", "")).removeprefix("Value error, ")
-            errors.append({"field": _field(e.get("loc", ())), "message": msg,
+            errors.append({"field": error_field(e) or "body", "message": msg,
                            "type": str(e.get("type", ""))})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return JSONResponse({"detail": detail, "errors": errors}, 422)

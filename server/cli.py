@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `bench` records its command
     if args.command == "study" and args.action == "create" and not args.file:
         print("mfms study create: --file is required", file=sys.stderr)
         return 2

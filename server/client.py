@@ -115,7 +115,13 @@ class MFMSClient:
             measurements - idempotent on (trial, step) - and completes), on transport
             errors and 5xx, with exponential backoff.
         http: an existing ``httpx.Client`` (tests pass FastAPI's ``TestClient``).
+
+    Every write on a trial (heartbeat, measurement, complete, fail) must name the worker
+    holding its lease; when ``worker_id`` is not given, the client sends the one it claimed
+    the trial with (it remembers its last few thousand claims).
     """
+
+    _MAX_LEASES = 4096
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", token: str | None = None,
                  timeout: float = 60.0, retries: int = 0,
@@ -124,6 +130,7 @@ class MFMSClient:
         self._http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
         self._headers = headers
         self.retries = int(retries)
+        self._leases: dict[int, str] = {}  # trial id -> the worker id it was claimed with
 
     def close(self) -> None:
         self._http.close()
@@ -234,12 +241,21 @@ class MFMSClient:
         resp = self._request("POST", "/next-trial", json=body)
         if resp.status_code == 204:
             return None
-        return TrialAssignment.model_validate(resp.json())
+        out = TrialAssignment.model_validate(resp.json())
+        self._leases[out.trial_id] = worker_id
+        while len(self._leases) > self._MAX_LEASES:
+            del self._leases[next(iter(self._leases))]
+        return out
+
+    def _holder(self, trial_id: int, worker_id: str | None) -> dict[str, str]:
+        """The lease proof a trial write sends: ``worker_id``, else the id this client
+        claimed the trial with (nothing when neither is known: the server answers 422)."""
+        holder = worker_id or self._leases.get(trial_id)
+        return {"worker_id": holder} if holder else {}
 
     def heartbeat(self, trial_id: int, worker_id: str | None = None) -> HeartbeatResponse:
-        body = {"worker_id": worker_id} if worker_id else None
-        return self._post(f"/trials/{trial_id}/heartbeat", HeartbeatResponse, body,
-                          idempotent=True)
+        return self._post(f"/trials/{trial_id}/heartbeat", HeartbeatResponse,
+                          self._holder(trial_id, worker_id), idempotent=True)
 
     def post_measurement(self, trial_id: int, step: int, losses: Mapping[str, float],
                          cost: float | None = None, worker_id: str | None = None, *,
@@ -247,11 +263,10 @@ class MFMSClient:
                          ) -> MeasurementPublic:
         """``POST /trials/{id}/measurements``; ``proportions`` is the mixture an online-mixed
         run trained on at ``step`` (sent only when given, so older servers still work)."""
-        body: dict[str, Any] = {"step": int(step), "losses": dict(losses)}
+        body: dict[str, Any] = {"step": int(step), "losses": dict(losses),
+                                **self._holder(trial_id, worker_id)}
         if cost is not None:
             body["cost"] = cost
-        if worker_id:
-            body["worker_id"] = worker_id
         if proportions is not None:
             body["proportions"] = dict(proportions)
         return self._post(f"/trials/{trial_id}/measurements", MeasurementPublic, body,
@@ -263,11 +278,9 @@ class MFMSClient:
                        online: Mapping[str, Any] | None = None) -> TrialPublic:
         """``POST /trials/{id}/complete``; ``online`` is an online-mixed run's summary
         (``final_proportions``, ``average_proportions``), sent only when given."""
-        body: dict[str, Any] = {"cost": cost}
+        body: dict[str, Any] = {"cost": cost, **self._holder(trial_id, worker_id)}
         if losses is not None:
             body["losses"] = dict(losses)
-        if worker_id:
-            body["worker_id"] = worker_id
         if online is not None:
             body["online"] = {k: dict(v) if isinstance(v, Mapping) else v
                               for k, v in online.items()}
@@ -275,9 +288,8 @@ class MFMSClient:
 
     def fail_trial(self, trial_id: int, reason: str, retryable: bool = False,
                    worker_id: str | None = None, cost: float | None = None) -> TrialPublic:
-        body: dict[str, Any] = {"reason": reason, "retryable": retryable}
-        if worker_id:
-            body["worker_id"] = worker_id
+        body: dict[str, Any] = {"reason": reason, "retryable": retryable,
+                                **self._holder(trial_id, worker_id)}
         if cost is not None:
             body["cost"] = cost
         return self._post(f"/trials/{trial_id}/fail", TrialPublic, body)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from mfms_bo.bench.harness import load_problem
+from mfms_bo.bench.problem import Problem
 from server import migrate
 from server.app import create_app
 from server.client import MFMSClient
@@ -26,7 +27,7 @@ from workers.backends.simulate import SimulateBackend
 __all__ = ["run_demo", "study_of_problem"]
 
 
-def study_of_problem(problem, name: str, strategy: str, seed: int, budget: dict) -> dict:  # noqa: ANN001
+def study_of_problem(problem: Problem, name: str, strategy: str, seed: int, budget: dict) -> dict:
     """A ``POST /studies`` body searching a benchmark problem."""
     body = {
         "name": name, "domains": list(problem.domains), "model_sizes": list(problem.model_sizes),

@@ -65,7 +65,7 @@ def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | Non
         return _claim_in(s, settings, worker_id, study_id, max_model_size)
 
 
-def _claim_in(s, settings: Settings, worker_id: str, study_id: int | None,  # noqa: ANN001
+def _claim_in(s, settings: Settings, worker_id: str, study_id: int | None,
               max_model_size: float | None) -> Claim:
     state = storage.get_study(s, study_id).state if study_id is not None else None
     trial = storage.claim_trial(s, worker_id=worker_id, study_id=study_id,

@@ -126,7 +126,7 @@ class Proposer:
                         if not storage.renew_proposer(s, study_id=study_id, holder=holder,
                                                       now=utcnow(), seconds=seconds):
                             return  # lost it: insert_proposals will refuse our batch
-                except Exception:  # noqa: BLE001 - database down: try again next period
+                except Exception:  # database down: try again next period
                     log.warning("study %d: could not renew the proposer lock", study_id)
 
         thread = threading.Thread(target=renew, name=f"proposer-lock-{study_id}", daemon=True)
@@ -150,7 +150,7 @@ class Proposer:
             self._unreleased.setdefault(study_id, holder)
             raise
 
-    def _propose(self, study_id: int, config: dict, seed: int, history, pending,  # noqa: ANN001
+    def _propose(self, study_id: int, config: dict, seed: int, history, pending,
                  want: int, max_model_size: float | None) -> list[TrialSpec]:
         entry = self.strategies.strategy(study_id, config, seed)
         with entry.lock:
@@ -175,12 +175,12 @@ class Proposer:
             self._observe(strategy, t0, fits, proposed=len(specs))
             return specs
 
-    def _observe(self, strategy, t0: float, fits: int | None,  # noqa: ANN001
-                 **outcome) -> None:  # noqa: ANN003
+    def _observe(self, strategy, t0: float, fits: int | None,
+                 **outcome) -> None:
         if self.metrics is not None:
             self.metrics.observe_propose(strategy, time.perf_counter() - t0, fits, **outcome)
 
-    def _budget_room(self, s, study) -> int:  # noqa: ANN001
+    def _budget_room(self, s, study) -> int:
         """How many more trials the study's budget allows (a large number when unlimited)."""
         budget = study.config.get("budget") or {}
         room = self.settings.queue_max
@@ -206,7 +206,7 @@ class Proposer:
         with self.db.session() as s:
             return self._complete_if_done(s, study_id)
 
-    def _complete_if_done(self, s, study_id: int, nothing_left: bool = False  # noqa: ANN001
+    def _complete_if_done(self, s, study_id: int, nothing_left: bool = False
                           ) -> bool:
         study = storage.get_study(s, study_id, lock=True)
         if study.state != StudyState.RUNNING.value:

@@ -2,16 +2,22 @@
 
 Shared by the routes and by :mod:`server.client`, so the client returns exactly what the
 server validated. Field names are the public contract: extend, never rename. Requests
-forbid unknown fields (a typo such as ``model-size`` is an error, not a silent default) and
-non-finite numbers.
+forbid unknown fields (a typo such as ``model-size`` is an error, not a silent default), and
+every request body is checked as parsed - before any field is coerced - for values JSON or
+a database cannot store faithfully (:func:`unstorable`): NaN or infinity anywhere (Python's
+JSON parser accepts the bare literals), and strings with a NUL character or a lone
+surrogate. Free-form JSON (metadata, strategy options, online specs) is covered the same way.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "Budget", "StepsRange", "Target", "StrategyConfig", "StudyCreate", "StudyPublic",
@@ -19,7 +25,8 @@ __all__ = [
     "HeartbeatResponse", "MeasurementIn", "MeasurementPublic", "CompleteRequest",
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
-    "OnlineSummary", "ErrorBody", "FieldError",
+    "OnlineSummary", "ErrorBody", "FieldError", "LossBounds", "StrictInput", "unstorable",
+    "error_field", "LOSS_MIN", "LOSS_MAX",
 ]
 
 # The library's registry (``mfms_bo.strategies.STRATEGIES``), spelt out so that the client
@@ -27,6 +34,10 @@ __all__ = [
 StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo", "uniform", "screen",
                        "regmix", "tpe", "dehb"]
 _NAME = Field(min_length=1, max_length=200)
+# Every write on a trial proves its lease with the worker id it was claimed with.
+_HOLDER = Field(min_length=1, max_length=200,
+                description="the worker holding the trial's lease (its /next-trial worker_id); "
+                            "required: another worker's id is a 409")
 _MAX_DOMAINS = 1024
 # In-run mixing (``mfms_bo.online``): a JSON spec such as {"method": "aioli", "eta": 0.2}.
 # Kept as plain JSON here so the client needs no torch; the server validates it with the
@@ -35,8 +46,100 @@ _ONLINE = Field(None, description='in-run mixing for every trial, e.g. {"method"
                                   '"eta": 0.2, "update_steps": 250}; see mfms_bo.online')
 
 
-class _In(BaseModel):
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain NUL characters (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """The first value in ``value`` (parsed JSON, in document order) that JSON or a database
+    cannot store faithfully, as ``(path, problem)``; None when everything can be stored.
+
+    Refused: NaN and infinities (PostgreSQL's JSON type rejects them, SQLite stores them as
+    bare ``NaN`` that no JSON reader accepts) and strings or keys containing NUL (PostgreSQL
+    text cannot hold it) or a lone surrogate (not encodable as UTF-8). The path is dotted
+    like pydantic's locations (``metadata.a.1.b``); empty for ``value`` itself. This is the
+    one check every input path uses: request bodies through :class:`StrictInput`, import
+    documents (``server.transfer``), and services through ``study_space.check_storable``.
+    Iterative, so any nesting the JSON parser accepted is walked without recursion.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            why = _string_problem(v)
+            if why is not None:
+                return path, why
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return path, f"must be finite, got {v}"
+        elif isinstance(v, Mapping):
+            items = []
+            for k, item in v.items():
+                if isinstance(k, str) and (why := _string_problem(k)) is not None:
+                    return path, f"keys {why}"
+                items.append((f"{path}.{k}" if path else str(k), item))
+            stack.extend(reversed(items))
+        elif isinstance(v, list | tuple):
+            stack.extend(reversed([(f"{path}.{i}" if path else str(i), item)
+                                   for i, item in enumerate(v)]))
+    return None
+
+
+class StrictInput(BaseModel):
+    """Base of every request body (and of the import document's parts): unknown fields and
+    non-finite numbers are refused, and so is any unstorable value (:func:`unstorable`)
+    anywhere in the input, checked before any field coerces it (pydantic would turn NaN in
+    a free-form ``Any`` into null when the body is dumped)."""
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        bad = unstorable(data)
+        if bad is not None:  # the path travels in ctx: ``error_field`` appends it to loc
+            raise PydanticCustomError("unstorable_value", "{problem}",
+                                      {"at": bad[0], "problem": bad[1]})
+        return data
+
+
+_In = StrictInput
+
+
+def error_field(error: Mapping[str, Any], prefix: tuple = ("body",)) -> str:
+    """The dotted field a pydantic error names (``steps.max``): its location without the
+    leading ``prefix`` parts, plus, for an unstorable value, the path inside it."""
+    parts = [str(p) for p in error.get("loc", ()) if p not in prefix]
+    at = (error.get("ctx") or {}).get("at") if error.get("type") == "unstorable_value" else None
+    if at:
+        parts.append(str(at))
+    return ".".join(parts)
+
+
+# Loss sanity bounds (nats): the default when a study sets no ``loss_bounds``.
+LOSS_MIN, LOSS_MAX = 0.0, 1e4
+
+
+class LossBounds(_In):
+    """Every loss reported to the study must lie strictly between ``min`` and ``max``
+    (default 0 < loss < 1e4 nats): a zero or an absurd value (1e300 is finite) would wreck
+    the surrogate, which models the log of the objective, for every later proposal."""
+
+    min: float = Field(LOSS_MIN, ge=0, description="exclusive lower bound")
+    max: float = Field(LOSS_MAX, gt=0, le=1e6, description="exclusive upper bound")
+
+    @model_validator(mode="after")
+    def _order(self) -> LossBounds:
+        if self.min >= self.max:
+            raise ValueError(f"min {self.min:g} must be below max {self.max:g}")
+        return self
 
 
 class Budget(_In):
@@ -68,7 +171,9 @@ class StrategyConfig(_In):
 class StudyCreate(_In):
     name: str = _NAME
     domains: list[str] = Field(min_length=2, max_length=_MAX_DOMAINS)
-    objective_weights: dict[str, float] | None = None
+    objective_weights: dict[str, Annotated[float, Field(le=1e6)]] | None = Field(
+        None, description="relative weight of each domain's loss (at most 1e6 each, so the "
+                          "objective stays finite); default: the uniform average")
     mixture_bounds: dict[str, tuple[float, float]] | None = None
     model_sizes: list[float] = Field(min_length=1, max_length=64)
     steps: StepsRange
@@ -84,6 +189,9 @@ class StudyCreate(_In):
         None, max_length=_MAX_DOMAINS,
         description="validation sets losses are reported on, when not the mixture domains")
     online: dict[str, Any] | None = _ONLINE
+    loss_bounds: LossBounds = Field(
+        default_factory=LossBounds,
+        description="reported losses must lie strictly inside (min, max); default (0, 1e4)")
 
     @field_validator("name")
     @classmethod
@@ -147,7 +255,7 @@ class TrialAssignment(BaseModel):
 
 
 class HeartbeatRequest(_In):
-    worker_id: str | None = Field(None, max_length=200)
+    worker_id: str = _HOLDER
 
 
 class HeartbeatResponse(BaseModel):
@@ -162,7 +270,7 @@ class MeasurementIn(_In):
     step: int = Field(ge=0, le=10**9)
     losses: dict[str, float] = Field(min_length=1, max_length=_MAX_DOMAINS)
     cost: float | None = Field(None, ge=0, le=1e15, description="GPU-seconds so far")
-    worker_id: str | None = Field(None, max_length=200)
+    worker_id: str = _HOLDER
     proportions: dict[str, float] | None = Field(
         None, max_length=_MAX_DOMAINS,
         description="the mixture the run trained on at this step (online mixing)")
@@ -188,7 +296,7 @@ class OnlineSummary(_In):
 class CompleteRequest(_In):
     cost: float = Field(ge=0, le=1e15, description="GPU-seconds the trial cost")
     losses: dict[str, float] | None = Field(None, description="final losses at `steps`")
-    worker_id: str | None = Field(None, max_length=200)
+    worker_id: str = _HOLDER
     online: OnlineSummary | None = Field(
         None, description="summary of an online-mixed run: final_proportions, "
                           "average_proportions")
@@ -197,7 +305,7 @@ class CompleteRequest(_In):
 class FailRequest(_In):
     reason: str = Field(min_length=1, max_length=20_000)
     retryable: bool = Field(False, description="re-queue the trial if attempts remain")
-    worker_id: str | None = Field(None, max_length=200)
+    worker_id: str = _HOLDER
     cost: float | None = Field(None, ge=0, le=1e15)
 
 

@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from mfms_bo.errors import ValidationError
 from mfms_bo.space import MixtureSpace, SearchSpace
 from mfms_bo.trials import Measurement as LibMeasurement
-from mfms_bo.trials import TrialResult, TrialSpec, objective_of, validate_losses
+from mfms_bo.trials import TrialResult, TrialSpec, objective_of
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
 from server.schemas import MeasurementIn, OnlineSummary, StudyCreate, TrialEnqueue
-from server.study_space import check_online, check_proportions
+from server.study_space import check_losses, check_online, check_proportions
 
 __all__ = [
     "create_study", "get_study", "list_studies", "set_study_state", "study_counts",
@@ -212,10 +212,11 @@ def idle_workers(session: Session, *, since: datetime) -> int:
         .where(Worker.last_seen >= since, Worker.id.not_in(busy))) or 0)
 
 
-def _leased_trial(session: Session, trial_id: int | Trial, worker_id: str | None, action: str
+def _leased_trial(session: Session, trial_id: int | Trial, worker_id: str, action: str
                   ) -> Trial:
-    """The running trial (row-locked; pass an already locked row to skip the query), or the
-    404/409 that explains why not.
+    """The running trial (row-locked; pass an already locked row to skip the query) leased
+    to ``worker_id``, or the 404/409 that explains why not. Every write on a trial proves
+    its lease this way: the worker id is required (the request schemas), never optional.
 
     A lease is honoured until the reaper takes the trial back: a worker that missed a
     heartbeat but is still alive loses nothing.
@@ -229,13 +230,13 @@ def _leased_trial(session: Session, trial_id: int | Trial, worker_id: str | None
             why += f" (its lease expired: {trial.fail_reason}"
             why += f"; re-queued as trial {successor})" if successor else ")"
         raise Conflict(why)
-    if worker_id is not None and trial.worker_id != worker_id:
+    if trial.worker_id != worker_id:
         raise Conflict(f"trial {trial_id} is leased to worker {trial.worker_id!r}, "
                        f"not {worker_id!r}; {action} refused")
     return trial
 
 
-def heartbeat(session: Session, *, trial_id: int, worker_id: str | None, lease_seconds: float,
+def heartbeat(session: Session, *, trial_id: int, worker_id: str, lease_seconds: float,
               now: datetime) -> Trial:
     trial = get_trial(session, trial_id, lock=True, with_study=True)
     trial = _leased_trial(session, trial, worker_id, "heartbeat")
@@ -260,7 +261,7 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
     gives them must give the recorded ones. Posting also renews the lease: a worker that
     reports is alive.
     """
-    losses = validate_losses(data.losses, space.reported_domains)
+    losses = check_losses(data.losses, space, trial.study.config)
     proportions = (None if data.proportions is None else
                    check_proportions(data.proportions, space.mixtures.domains, "proportions"))
     if data.step > trial.steps:
@@ -289,7 +290,7 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
 
 
 def complete_trial(session: Session, *, trial: Trial, cost: float,
-                   losses: Mapping[str, float] | None, worker_id: str | None,
+                   losses: Mapping[str, float] | None, worker_id: str,
                    space: SearchSpace, now: datetime, online: OnlineSummary | None = None
                    ) -> Trial:
     """Finish a row-locked running trial with its measured cost (idempotent for the same
@@ -344,7 +345,7 @@ def _requeue(session: Session, trial: Trial, max_attempts: int, now: datetime) -
 
 
 def fail_trial(session: Session, *, trial_id: int, reason: str, retryable: bool,
-               cost: float | None, worker_id: str | None, max_attempts: int, now: datetime
+               cost: float | None, worker_id: str, max_attempts: int, now: datetime
                ) -> tuple[Trial, Trial | None]:
     """Mark a running trial failed; a retryable failure re-queues its spec while attempts
     remain. Returns ``(trial, retry or None)``."""
@@ -409,7 +410,8 @@ def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: 
         session.flush()
         seen: set[int] = set()
         for i, m in enumerate(data.measurements):
-            losses = validate_losses(m.losses, space.reported_domains)
+            losses = check_losses(m.losses, space, study.config,
+                                  f"measurements[{i}].losses")
             if m.step > data.steps:
                 raise ValidationError(
                     f"measurements[{i}].step: {m.step} is beyond steps ({data.steps})")

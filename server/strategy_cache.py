@@ -29,7 +29,7 @@ class StrategyCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[int, str], CachedStrategy] = {}
 
-    def _get(self, key: tuple[int, str], build) -> CachedStrategy:  # noqa: ANN001
+    def _get(self, key: tuple[int, str], build) -> CachedStrategy:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

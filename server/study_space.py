@@ -7,7 +7,6 @@ lives once, in ``mfms_bo``, and its message reaches the client unchanged.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +16,11 @@ from mfms_bo.errors import ValidationError
 from mfms_bo.online import controller_from_spec
 from mfms_bo.space import FidelitySpace, MixtureSpace, SearchSpace
 from mfms_bo.strategies import Strategy, make_strategy
+from mfms_bo.trials import validate_losses
+from server.schemas import LOSS_MAX, LOSS_MIN, unstorable
 
 __all__ = ["search_space_of_config", "strategy_of_config", "check_online",
-           "check_proportions"]
+           "check_proportions", "check_storable", "loss_bounds_of_config", "check_losses"]
 
 
 def search_space_of_config(config: dict[str, Any]) -> SearchSpace:
@@ -70,7 +71,7 @@ def check_online(domains: Sequence[str], spec: Mapping[str, Any],
     """
     if mixture is None:
         mixture = {d: 1.0 / len(domains) for d in domains}
-    _check_finite(spec, field)
+    check_storable(spec, field)
     try:
         controller_from_spec(list(domains), spec, mixture=dict(mixture))
     except ValueError as exc:
@@ -80,17 +81,48 @@ def check_online(domains: Sequence[str], spec: Mapping[str, Any],
         raise ValidationError(field + msg.removeprefix("online")) from exc
 
 
-def _check_finite(value: Any, path: str) -> None:
-    """No NaN or infinity anywhere in stored JSON: whatever options the library adds later,
-    PostgreSQL's JSON type refuses them (a 500 instead of a 422)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(f"{path}: must be finite, got {value}")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _check_finite(v, f"{path}.{k}")
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_finite(v, f"{path}[{i}]")
+def check_storable(value: Any, field: str) -> None:
+    """Refuse a value JSON or the database cannot store faithfully (NaN or infinity, a NUL
+    or lone surrogate in a string): ``schemas.unstorable``, the check request bodies get,
+    for values that reach a service some other way.
+
+    Raises:
+        ValidationError: naming ``field`` and the path inside it (-> 422).
+    """
+    bad = unstorable(value)
+    if bad is not None:
+        path, problem = bad
+        raise ValidationError(f"{field}.{path}: {problem}" if path else f"{field}: {problem}")
+
+
+def loss_bounds_of_config(config: Mapping[str, Any]) -> tuple[float, float]:
+    """The study's exclusive loss sanity bounds ``(min, max)``; the defaults for a study
+    created before ``loss_bounds`` existed."""
+    bounds = config.get("loss_bounds") or {}
+    return float(bounds.get("min", LOSS_MIN)), float(bounds.get("max", LOSS_MAX))
+
+
+def check_losses(losses: Mapping[str, float], space: SearchSpace, config: Mapping[str, Any],
+                 field: str = "losses") -> dict[str, float]:
+    """A loss report as the study stores it: known domains, finite, and strictly inside the
+    study's ``loss_bounds`` - the one check for every path that takes losses (measurements,
+    complete, enqueued results, import).
+
+    Raises:
+        ValidationError: naming ``field`` and the domain, e.g.
+            ``losses['code']: must be in (0, 10000), got 1e+300`` (-> 422).
+    """
+    try:
+        out = validate_losses(losses, space.reported_domains)
+    except ValidationError as exc:
+        msg = str(exc)
+        raise ValidationError(field + msg.removeprefix("losses")) from exc
+    lo, hi = loss_bounds_of_config(config)
+    for name, value in out.items():
+        if not lo < value < hi:
+            raise ValidationError(f"{field}[{name!r}]: must be in ({lo:g}, {hi:g}), got "
+                                  f"{value:.10g} (the study's loss_bounds)")
+    return out
 
 
 def check_proportions(proportions: Mapping[str, float], domains: Sequence[str], field: str

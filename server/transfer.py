@@ -33,7 +33,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -41,8 +41,13 @@ from mfms_bo.errors import ValidationError as MFMSValidationError
 from server.db import utcnow
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState
-from server.schemas import StudyCreate
-from server.study_space import strategy_of_config
+from server.schemas import StrictInput, StudyCreate, error_field
+from server.study_space import (
+    check_losses,
+    check_storable,
+    search_space_of_config,
+    strategy_of_config,
+)
 
 __all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
            "import_study", "import_backup", "import_document", "find_study",
@@ -128,8 +133,9 @@ def find_study(session: Session, ref: str | int) -> Study:
 
 
 # -- the document, as import reads it --------------------------------------------------------
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class _Doc(StrictInput):
+    """Unknown fields, non-finite numbers and unstorable strings are refused, as in a live
+    request body (``schemas.StrictInput``)."""
 
 
 class MeasurementDoc(_Doc):
@@ -217,7 +223,7 @@ def _parse(doc: Any, where: str = "") -> StudyDoc:
 
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()))
+    loc = error_field(first, prefix=())
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
@@ -226,6 +232,8 @@ def _first_error(exc: ValidationError) -> str:
 # -- import ----------------------------------------------------------------------------------
 def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
     part = parsed.study
+    if name is not None:
+        check_storable(name, "name")
     name = name or part.name
     config = dict(part.config)
     try:  # the config must still describe a valid study (same checks as POST /studies)
@@ -233,6 +241,10 @@ def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
     except ValidationError as exc:
         raise InvalidDocument("study.config." + _first_error(exc)) from None
     strategy_of_config({**config, "name": name}, part.seed)
+    space = search_space_of_config(config)
+    for i, t in enumerate(parsed.trials):  # losses as live reports take them (loss_bounds)
+        for j, m in enumerate(t.measurements):
+            check_losses(m.losses, space, config, f"trials[{i}].measurements[{j}].losses")
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise Conflict(f"name: a study named {name!r} already exists; import it under "
                        "another name (mfms db import FILE --name NEW)")

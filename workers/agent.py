@@ -139,7 +139,7 @@ class WorkerAgent:
                                                             worker_id=self.worker_id))
             self.echo(f"{self.worker_id}: trial {tid} interrupted ({exc})")
             return False
-        except Exception as exc:  # noqa: BLE001 - any backend failure fails the trial
+        except Exception as exc:  # any backend failure fails the trial
             tail = "".join(traceback.format_exception(exc))[-2000:]
             reason = f"{exc}\n{tail}"
             self._try_flush(tid, buffer)
@@ -208,7 +208,7 @@ class WorkerAgent:
             self.echo(f"{self.worker_id}: trial {tid}: {exc}")
             return False
 
-    def _finish(self, call: Callable[[], object], patience: float = 600.0):  # noqa: ANN202
+    def _finish(self, call: Callable[[], object], patience: float = 600.0):
         deadline = time.monotonic() + patience
         delay = 0.5
         while True:

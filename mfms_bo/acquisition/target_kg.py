@@ -42,22 +42,19 @@ def knowledge_gradient(mu: Tensor, sigma_tilde: Tensor) -> Tensor:
 
 
 class TargetKGPerCost(CostAwareAcquisition):
-    """``KG(x) / cost(x)^power`` on a discrete set of target-fidelity mixtures.
+    """``KG(x) / cost(x)`` on a discrete set of target-fidelity mixtures.
 
     Args:
         gp: fitted surrogate (pending trials already fantasised in).
         space: the search space (gives the target fidelity).
         target_W: ``t x k`` mixtures whose target-fidelity values KG tracks.
-        cost_power: exponent on cost (1 = value per unit cost).
     """
 
-    def __init__(self, gp: MFMSGP, space: SearchSpace, target_W: Tensor,
-                 cost_power: float = 1.0) -> None:
+    def __init__(self, gp: MFMSGP, space: SearchSpace, target_W: Tensor) -> None:
         self.gp = gp
         self.space = space
         self.XT = space.target_inputs(target_W)
         self.mu_T, self.V_T, _ = gp.whitened(self.XT)
-        self.cost_power = float(cost_power)
 
     def knowledge_gradient(self, X: Tensor) -> Tensor:
         """KG of each ``n x d`` query about the target (objective units)."""
@@ -71,4 +68,4 @@ class TargetKGPerCost(CostAwareAcquisition):
         return knowledge_gradient(mu, cov / sd_y.unsqueeze(-1))
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:
-        return self.knowledge_gradient(X) / cost.clamp(min=1e-300) ** self.cost_power
+        return self.knowledge_gradient(X) / cost.clamp(min=1e-300)

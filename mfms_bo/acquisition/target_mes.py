@@ -134,7 +134,7 @@ def sample_minima(mean: Tensor, cov: Tensor, n_samples: int, generator: torch.Ge
 
 
 class TargetMESPerCost(CostAwareAcquisition):
-    """``I(y_x; f*) / cost(x)^power``: information about the target minimum per unit cost.
+    """``I(y_x; f*) / cost(x)``: information about the target minimum per unit cost.
 
     Args:
         gp: fitted surrogate (pending trials already fantasised in).
@@ -143,15 +143,12 @@ class TargetMESPerCost(CostAwareAcquisition):
             best target mixtures and random ones).
         generator: seeds the draws of ``f*``.
         n_samples: draws of ``f*``.
-        cost_power: exponent on cost (1 = information per unit cost).
     """
 
     def __init__(self, gp: MFMSGP, space: SearchSpace, target_W: Tensor,
-                 generator: torch.Generator, n_samples: int = 16,
-                 cost_power: float = 1.0) -> None:
+                 generator: torch.Generator, n_samples: int = 16) -> None:
         self.gp = gp
         self.space = space
-        self.cost_power = float(cost_power)
         XT = space.target_inputs(target_W)
         mu_T, V_T, _ = gp.whitened(XT)
         cov = (gp._k(XT, XT) - V_T.T @ V_T) * gp.y_std**2
@@ -166,4 +163,4 @@ class TargetMESPerCost(CostAwareAcquisition):
         return entropy_reduction(gamma, rho.unsqueeze(-1)).mean(-1)
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:
-        return self.information(X) / cost.clamp(min=1e-300) ** self.cost_power
+        return self.information(X) / cost.clamp(min=1e-300)

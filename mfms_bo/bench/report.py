@@ -29,7 +29,8 @@ from mfms_bo.bench.metrics import (
     mean_log_gap,
 )
 
-__all__ = ["bands_of", "summarize", "format_table", "format_problems", "write_json",
+__all__ = ["bands_of", "summarize", "format_table", "format_problems", "format_headline",
+           "write_json",
            "read_json", "write_plot", "git_commit", "REFERENCE"]
 
 #: The strategy every speed-up is measured against.
@@ -172,6 +173,33 @@ def format_problems(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_headline(summary: dict[str, Any], reference: str = REFERENCE,
+                    band: str = "0.5pct") -> str:
+    """Markdown, one row per problem: the reference's median cost to settle and final gap,
+    the cheapest other strategy to settle (by median), and the reference's speed-up over it
+    with its interval (below 1: the other strategy settles for less)."""
+    lines = [f"| problem | uniform gap (%) | {reference}: settle 0.5% | {reference}: final gap "
+             "(%) | cheapest other strategy to settle 0.5% | speed-up over it |",
+             "|---|---|---|---|---|---|"]
+    for prob, p in summary.items():
+        rows, b = p["rows"], p["budget"]
+        ref = rows.get(reference)
+        if ref is None:
+            continue
+        others = [(row["settle"][band][0], s) for s, row in rows.items() if s != reference]
+        best = min(others, default=(math.inf, None), key=lambda t: t[0])
+        if best[1] is None or math.isinf(best[0]):
+            other = "none settles"
+            ratio = "-"
+        else:
+            other = f"{best[1]}: {_cost_cell(rows[best[1]]['settle'][band], b)}"
+            ratio = _ratio_cell(rows[best[1]]["speedup_settle"].get(band))
+        lines.append(f"| {prob} | {100 * p['uniform_gap']:.2f} | "
+                     f"{_cost_cell(ref['settle'][band], b)} | {_gap_cell(ref['final_gap'])} | "
+                     f"{other} | {ratio} |")
+    return "\n".join(lines)
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The checkout's commit (``-dirty`` when tracked files differ), or None outside git."""
     try:
@@ -201,12 +229,15 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_json(runs: Sequence[RunResult], path: str | Path, command: str | None = None,
-               summary: dict[str, Any] | None = None) -> None:
+               summary: dict[str, Any] | None = None, commit: str | None = None) -> None:
     """``{commit, command, summary, runs: [{problem, strategy, seed, optimum, curve,
     trials: [{mixture, model_size, steps, cost, cumulative_cost, recommendation,
-    true_objective}], ...}]}``: enough for an outside tool to recompute every metric."""
+    true_objective}], ...}]}``: enough for an outside tool to recompute every metric.
+    ``commit`` should be read when the runs start (default: now)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    doc = {"commit": git_commit(Path(__file__).parent), "command": command,
+    if commit is None:
+        commit = git_commit(Path(__file__).parent)
+    doc = {"commit": commit, "command": command,
            "summary": summary, "runs": [r.to_json() for r in runs]}
     Path(path).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
 

@@ -236,7 +236,7 @@ class MFMSGP:
             warnings.simplefilter("ignore")
             try:
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
-            except Exception:  # noqa: BLE001 - a failed fit keeps the prior/warm start values
+            except Exception:  # a failed fit keeps the prior/warm start values
                 pass
         model.eval()
         return cls(model, X, y, y_mean, y_std)

@@ -1,8 +1,7 @@
 """Dependencies shared by the routes: services from ``app.state`` and bearer-token auth.
 
 Two scopes: ``AdminAuth`` (the admin token; every route that changes studies) and
-``WorkerAuth`` (the worker token or the admin token; the worker protocol). ``WriteAuth`` is
-``AdminAuth``, so a new write route is admin-only unless it opts into ``WorkerAuth``.
+``WorkerAuth`` (the worker token or the admin token; the worker protocol).
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from server.maintenance import Maintainer
 from server.proposer import Proposer
 
 __all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep", "StudyId",
-           "TrialId", "MAX_ID",
-           "require_admin", "require_worker", "require_write", "require_read", "check_token",
-           "check_scope", "AdminAuth", "WorkerAuth", "WriteAuth", "ReadAuth", "Scope"]
+           "TrialId", "MAX_ID", "require_admin", "require_worker", "require_read", "check_scope",
+           "AdminAuth", "WorkerAuth", "ReadAuth", "Scope"]
 
 
 def get_db(request: Request) -> Database:
@@ -58,15 +56,6 @@ StudyId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="a study's 
 TrialId = Annotated[int, Path(ge=-MAX_ID - 1, le=MAX_ID, description="a trial's id")]
 
 Scope = Literal["admin", "worker"]
-
-
-def check_token(expected: str | None, authorization: str | None) -> None:
-    """Raise 401 unless ``authorization`` is ``Bearer <expected>`` (constant-time compare)."""
-    if expected is None:
-        return
-    given = _bearer(authorization)
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("invalid bearer token")
 
 
 def _bearer(authorization: str | None) -> str:
@@ -115,9 +104,6 @@ def require_read(request: Request) -> None:
         check_scope(settings, request.headers.get("authorization"), "worker")
 
 
-require_write = require_admin  # the older name: a write route is an admin route by default
-
 AdminAuth = Depends(require_admin)
 WorkerAuth = Depends(require_worker)
-WriteAuth = AdminAuth  # new write routes default to admin-only
 ReadAuth = Depends(require_read)

@@ -33,7 +33,7 @@ STUDY = ROOT / "deploy" / "studies" / "sim-k5.json"
 _VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
-def _interpolate(value, env: dict[str, str]):  # noqa: ANN001, ANN202
+def _interpolate(value, env: dict[str, str]):
     """Compose's ``${VAR}`` / ``${VAR:-default}`` on every string in ``value``."""
     if isinstance(value, str):
         return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
@@ -67,13 +67,13 @@ def k8s() -> dict[str, dict]:
 
 
 @pytest.fixture()
-def parse(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def parse(monkeypatch: pytest.MonkeyPatch):
     """Parse an ``mfms ...`` argv with the real CLI parser; fail with the argv on error."""
     for name in ("MFMS_SERVER_URL", "MFMS_API_TOKEN", "MFMS_WORKER_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     from server.cli import build_parser
 
-    def _parse(argv: list[str], env: dict[str, str] | None = None):  # noqa: ANN202
+    def _parse(argv: list[str], env: dict[str, str] | None = None):
         assert argv[0] == "mfms", argv
         for k, v in (env or {}).items():
             monkeypatch.setenv(k, v)
@@ -88,7 +88,7 @@ def parse(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     return _parse
 
 
-def _sub(args) -> str:  # noqa: ANN001
+def _sub(args) -> str:
     """The subcommand a parsed argv runs (``args.command`` is the worker's --command flag)."""
     return args.func.__name__.removeprefix("_cmd_")
 
@@ -189,7 +189,7 @@ def test_compose_services_and_postgres(compose: dict) -> None:
     assert volume[1] == "/var/lib/postgresql/data" and volume[0] in compose["volumes"]
 
 
-def test_compose_server_migrates_then_serves_on_postgres(compose: dict, parse) -> None:  # noqa: ANN001
+def test_compose_server_migrates_then_serves_on_postgres(compose: dict, parse) -> None:
     server = compose["services"]["server"]
     args = parse(server["command"])
     assert _sub(args) == "serve" and args.upgrade, "the server must run migrations first"
@@ -200,7 +200,7 @@ def test_compose_server_migrates_then_serves_on_postgres(compose: dict, parse) -
     assert server["build"]["target"] in _dockerfile_stages()
 
 
-def test_compose_database_url_where_it_is_needed(compose: dict, parse) -> None:  # noqa: ANN001
+def test_compose_database_url_where_it_is_needed(compose: dict, parse) -> None:
     pg_env = compose["services"]["postgres"]["environment"]
     for name, service in compose["services"].items():
         if name == "postgres":
@@ -219,7 +219,7 @@ def test_compose_database_url_where_it_is_needed(compose: dict, parse) -> None: 
         assert "MFMS_API_TOKEN" in env, f"{name}: the token is not passed through"
 
 
-def test_compose_workers_point_at_the_server(compose: dict, parse) -> None:  # noqa: ANN001
+def test_compose_workers_point_at_the_server(compose: dict, parse) -> None:
     workers = {n: s for n, s in compose["services"].items()
                if s.get("command", [None, None])[1] == "worker"}
     assert set(workers) == {"worker", "gpu-worker"}
@@ -238,7 +238,7 @@ def test_compose_worker_replicas_from_env(compose_raw: dict) -> None:
     assert _interpolate(replicas, {"MFMS_SIM_WORKERS": "16"}) == "16"
 
 
-def test_compose_gpu_worker(compose: dict, parse) -> None:  # noqa: ANN001
+def test_compose_gpu_worker(compose: dict, parse) -> None:
     gpu = compose["services"]["gpu-worker"]
     assert gpu["profiles"] == ["gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
@@ -257,7 +257,7 @@ def _cmd(stage: list[str]) -> list[str]:
     return json.loads(line[4:])
 
 
-def test_dockerfile_stages(parse) -> None:  # noqa: ANN001
+def test_dockerfile_stages(parse) -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
     stages = _dockerfile_stages()
@@ -282,7 +282,7 @@ def test_dockerfile_stages(parse) -> None:  # noqa: ANN001
 
 
 # -- Kubernetes -------------------------------------------------------------------------
-def test_k8s_server_deployment_and_service(k8s: dict, parse) -> None:  # noqa: ANN001
+def test_k8s_server_deployment_and_service(k8s: dict, parse) -> None:
     deploy = k8s["Deployment/mfms-server"]
     pod = deploy["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
@@ -304,7 +304,7 @@ def test_k8s_server_deployment_and_service(k8s: dict, parse) -> None:  # noqa: A
     assert deploy["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_k8s_worker_job_one_gpu_per_pod(k8s: dict, parse) -> None:  # noqa: ANN001
+def test_k8s_worker_job_one_gpu_per_pod(k8s: dict, parse) -> None:
     job = k8s["Job/mfms-workers"]
     assert job["spec"]["parallelism"] > 1 and "completions" not in job["spec"]
     pod = job["spec"]["template"]["spec"]
@@ -336,7 +336,7 @@ def _run_sbatch(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=30)
 
 
-def test_slurm_job_array_one_gpu_per_task(tmp_path: Path, parse) -> None:  # noqa: ANN001
+def test_slurm_job_array_one_gpu_per_task(tmp_path: Path, parse) -> None:
     directives = re.findall(r"^#SBATCH\s+(\S+)", SBATCH.read_text(), re.M)
     assert any(d.startswith("--array=") for d in directives)
     assert "--gres=gpu:1" in directives or "--gpus-per-task=1" in directives
@@ -359,7 +359,7 @@ def test_slurm_refuses_to_start_without_a_server(tmp_path: Path) -> None:
 
 
 # -- the example study the README posts to the compose stack -----------------------------
-def test_example_study_matches_the_simulated_workers_problem(compose: dict, parse) -> None:  # noqa: ANN001
+def test_example_study_matches_the_simulated_workers_problem(compose: dict, parse) -> None:
     from mfms_bo.bench.harness import load_problem
     from server.demo import study_of_problem
     from server.schemas import StudyCreate

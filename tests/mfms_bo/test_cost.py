@@ -62,15 +62,6 @@ def test_per_size_rates_differ():
     assert r10 < r100
 
 
-def test_observe_many():
-    a, b = CostModel(), CostModel()
-    recs = [(1e7, 100.0, 3.0), (2e7, 50.0, 4.0)]
-    a.observe_many(recs)
-    for rec in recs:
-        b.observe(*rec)
-    assert torch.equal(a.predict(1e7, 10.0), b.predict(1e7, 10.0))
-
-
 @pytest.mark.parametrize("cost", [float("nan"), 0.0, -1.0, float("inf"), float("-inf")])
 def test_bad_costs_rejected(cost):
     cm = CostModel()

@@ -56,9 +56,6 @@ def _space_from(lo: list[float], hi: list[float]) -> MixtureSpace:
          "lower bounds sum above 1"),
         ({"domains": ("a", "b", "c"), "bounds": {"a": (0, 0.3), "b": (0, 0.3), "c": (0, 0.3)}},
          "upper bounds sum below 1"),
-        ({"domains": ("a", "b"), "token_budgets": {"q": 1e9}}, "token_budgets: unknown domain"),
-        ({"domains": ("a", "b"), "token_budgets": {"a": -5.0}}, r"token_budgets\['a'\]"),
-        ({"domains": ("a", "b"), "token_budgets": {"a": float("inf")}}, r"token_budgets\['a'\]"),
     ],
 )
 def test_mixture_space_rejects_bad_construction(kwargs, match):
@@ -221,9 +218,6 @@ def test_fidelity_space_normalises():
     assert f.model_sizes == (20e6, 60e6)
     assert f.target_steps == 4000
     assert f.largest_runnable == 60e6
-    assert not f.target_runnable
-    assert _fid().target_runnable
-    assert not _fid(target_steps=8000).target_runnable
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def pg_database() -> Iterator[str]:
     try:
         db = fresh_database(PG_ADMIN_URL, prefix="mfms_rel")
         url = db.__enter__()
-    except Exception as exc:  # noqa: BLE001 - any failure means no PostgreSQL
+    except Exception as exc:  # any failure means no PostgreSQL
         pytest.fail(f"PostgreSQL unreachable at {PG_ADMIN_URL} ({exc!r}); start it or set "
                     "MFMS_TEST_SKIP_POSTGRES=1", pytrace=False)
     try:

@@ -58,14 +58,14 @@ class RecordingClient(MFMSClient):
         self.ledger = ledger
         self.worker_id = worker_id
 
-    def next_trial(self, *args, **kwargs) -> TrialAssignment | None:  # noqa: ANN002, ANN003
+    def next_trial(self, *args, **kwargs) -> TrialAssignment | None:
         a = super().next_trial(*args, **kwargs)
         if a is not None:
             with self.ledger.lock:
                 self.ledger.claims.append((a.trial_id, self.worker_id))
         return a
 
-    def post_measurement(self, trial_id: int, step: int, losses, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    def post_measurement(self, trial_id: int, step: int, losses, *args, **kwargs):
         out = super().post_measurement(trial_id, step, losses, *args, **kwargs)
         with self.ledger.lock:
             self.ledger.acked[(trial_id, int(step))] = dict(losses)
@@ -80,7 +80,7 @@ class PacedBackend:
     def __init__(self, pause: float) -> None:
         self.pause = pause
 
-    def run(self, trial: TrialAssignment, report) -> float:  # noqa: ANN001
+    def run(self, trial: TrialAssignment, report) -> float:
         for step in trial.checkpoints:
             time.sleep(self.pause)
             report(step, losses_for(trial.trial_id, step, trial.loss_domains), 1.0)
@@ -400,7 +400,7 @@ def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) 
             probes = [("GET", "/healthz", None), ("GET", "/studies", None),
                       ("GET", f"/studies/{s.id}/trials", None),
                       ("POST", "/next-trial", {"worker_id": "probe", "study_id": s.id}),
-                      ("POST", "/trials/1/heartbeat", {})]
+                      ("POST", "/trials/1/heartbeat", {"worker_id": "probe"})]
             with Fleet(srv.url, s.id, n=3, pause=0.1) as fleet, \
                     httpx.Client(base_url=srv.url, timeout=30) as http:
                 for silent, done in ((False, 2), (True, 3)):
@@ -459,7 +459,7 @@ def test_postgres_connections_time_out_by_default() -> None:
         db = Database(url)
 
         @event.listens_for(db.engine, "do_connect")
-        def _capture(_dialect, _rec, _cargs, cparams) -> None:  # noqa: ANN001
+        def _capture(_dialect, _rec, _cargs, cparams) -> None:
             seen.update(cparams)
             raise ConnectionAbortedError("captured")
 
@@ -483,7 +483,7 @@ def test_outage_mid_proposal_does_not_stall_the_study(pg_database: str) -> None:
     proposer = app.state.proposer
     propose = proposer._propose
 
-    def propose_then_lose_the_database(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def propose_then_lose_the_database(*args, **kwargs):
         proxy.stop()
         return propose(*args, **kwargs)
 

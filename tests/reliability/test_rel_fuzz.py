@@ -56,7 +56,7 @@ TALLY: Counter = Counter()  # (operation, status) -> requests sent
 
 
 # -- 1. schemathesis ----------------------------------------------------------------------
-def _uniform_tuples_as_items(node):  # noqa: ANN001, ANN202
+def _uniform_tuples_as_items(node):
     """The schema with each ``prefixItems`` tuple whose members all share one schema (our
     ``(lo, hi)`` bounds and credible intervals, two numbers) written as the equivalent
     ``items`` + ``minItems == maxItems``. Schemathesis 4.x rewrites ``prefixItems`` into a
@@ -127,7 +127,7 @@ def test_fuzz_operation_no_5xx_and_schema_conformant(fuzzed: tuple, label: str) 
     @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=st.one_of(strategies))
-    def check(case) -> None:  # noqa: ANN001
+    def check(case) -> None:
         response = case.call()
         TALLY[(label, response.status_code)] += 1
         assert response.status_code < 500, (response.status_code, response.text[:500])
@@ -143,7 +143,7 @@ names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_si
 
 
 @st.composite
-def mixture_case(draw) -> tuple[MixtureSpace, dict[str, float]]:  # noqa: ANN001
+def mixture_case(draw) -> tuple[MixtureSpace, dict[str, float]]:
     """A space of 2-8 domains and a valid mixture on it (some weights exactly 0)."""
     doms = draw(st.lists(names, min_size=2, max_size=8, unique=True))
     raw = draw(st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 1e6)),
@@ -156,7 +156,7 @@ def mixture_case(draw) -> tuple[MixtureSpace, dict[str, float]]:  # noqa: ANN001
 
 @HYP
 @given(case=mixture_case())
-def test_valid_mixtures_accepted_and_round_trip(case) -> None:  # noqa: ANN001
+def test_valid_mixtures_accepted_and_round_trip(case) -> None:
     space, mixture = case
     w = space.validate(mixture)
     assert space.to_dict(w) == mixture  # exact: validation never rescales
@@ -167,7 +167,7 @@ def test_valid_mixtures_accepted_and_round_trip(case) -> None:  # noqa: ANN001
 
 @HYP
 @given(case=mixture_case(), factor=st.one_of(st.floats(0.0, 0.999), st.floats(1.001, 1e6)))
-def test_mixtures_not_summing_to_one_rejected(case, factor: float) -> None:  # noqa: ANN001
+def test_mixtures_not_summing_to_one_rejected(case, factor: float) -> None:
     space, mixture = case
     with pytest.raises(ValidationError, match="mixture"):
         space.validate({d: v * factor for d, v in mixture.items()})
@@ -176,7 +176,7 @@ def test_mixtures_not_summing_to_one_rejected(case, factor: float) -> None:  # n
 @HYP
 @given(case=mixture_case(), i=st.integers(0, 7),
        bad=st.sampled_from([-1e-3, -1.0, -1e308, math.nan, math.inf, -math.inf]))
-def test_negative_and_non_finite_weights_rejected(case, i: int, bad: float) -> None:  # noqa: ANN001
+def test_negative_and_non_finite_weights_rejected(case, i: int, bad: float) -> None:
     space, mixture = case
     d = space.domains[i % space.k]
     with pytest.raises(ValidationError, match=re.escape(f"mixture[{d!r}]")):
@@ -185,7 +185,7 @@ def test_negative_and_non_finite_weights_rejected(case, i: int, bad: float) -> N
 
 @HYP
 @given(case=mixture_case(), extra=names)
-def test_unknown_domains_rejected(case, extra: str) -> None:  # noqa: ANN001
+def test_unknown_domains_rejected(case, extra: str) -> None:
     space, mixture = case
     if extra in space.domains:
         return
@@ -223,7 +223,7 @@ FID = FidelitySpace(model_sizes=LADDER, steps_min=500, steps_max=4000, target_mo
                       st.sampled_from([m * (1 + 1e-12) for m in LADDER] + [1e308, 0.0, -20e6])),
        steps=st.one_of(st.integers(-10**12, 10**12), st.integers(400, 4100),
                        st.floats(allow_nan=True, allow_infinity=True)))
-def test_fidelity_validate_accepts_exactly_the_ladder_and_range(size: float, steps) -> None:  # noqa: ANN001
+def test_fidelity_validate_accepts_exactly_the_ladder_and_range(size: float, steps) -> None:
     whole = isinstance(steps, int) or (math.isfinite(steps) and steps == int(steps))
     valid = size in LADDER and whole and 500 <= steps <= 4000
     if valid:
@@ -236,7 +236,7 @@ def test_fidelity_validate_accepts_exactly_the_ladder_and_range(size: float, ste
 @HYP
 @given(losses=st.dictionaries(st.sampled_from(["code", "web", "books", "nope", ""]),
                               st.floats(allow_nan=True, allow_infinity=True), max_size=5))
-def test_validate_losses_accepts_exactly_known_finite_non_negative(losses) -> None:  # noqa: ANN001
+def test_validate_losses_accepts_exactly_known_finite_non_negative(losses) -> None:
     known = ("code", "web", "books")
     valid = bool(losses) and all(k in known and math.isfinite(v) and v >= 0
                                  for k, v in losses.items())

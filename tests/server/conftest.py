@@ -42,7 +42,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure means no PostgreSQL
+    except Exception as exc:  # any failure means no PostgreSQL
         pytest.fail(f"PostgreSQL unreachable at {PG_ADMIN_URL} ({exc!r}); start it or set "
                     "MFMS_TEST_SKIP_POSTGRES=1", pytrace=False)
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
@@ -65,7 +65,7 @@ def _truncate(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     """A migrated, empty database of each kind."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/mfms.db"
@@ -76,7 +76,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
     return url
 
 
-def make_settings(url: str, **overrides) -> Settings:  # noqa: ANN003
+def make_settings(url: str, **overrides) -> Settings:
     """Test settings: no background thread (tests drive maintenance explicitly)."""
     values = {"background": False, "next_trial_wait_seconds": 2.0, **overrides}
     return Settings(database_url=url, **values)
@@ -93,7 +93,7 @@ def api(db_url: str) -> Iterator[MFMSClient]:
 
 
 @pytest.fixture
-def raw(api: MFMSClient):  # noqa: ANN201
+def raw(api: MFMSClient):
     """The underlying httpx client of ``api`` for requests the typed client cannot make."""
     return api._http
 
@@ -137,7 +137,7 @@ STUDY = {
 }
 
 
-def study_body(**overrides) -> dict:  # noqa: ANN003
+def study_body(**overrides) -> dict:
     body = {**STUDY, "name": f"s-{uuid.uuid4().hex[:8]}"}
     body.update(overrides)
     return body

@@ -10,7 +10,7 @@ from server.app import create_app
 from tests.server.conftest import make_settings
 
 
-def test_healthz_and_openapi(api, raw) -> None:  # noqa: ANN001
+def test_healthz_and_openapi(api, raw) -> None:
     h = api.healthz()
     assert h.status == "ok" and h.database in ("sqlite", "postgresql")
     assert raw.get("/docs").status_code == 200
@@ -24,7 +24,7 @@ def test_healthz_and_openapi(api, raw) -> None:  # noqa: ANN001
         assert path in paths, path
 
 
-def test_database_down_is_503_with_a_message(tmp_path) -> None:  # noqa: ANN001
+def test_database_down_is_503_with_a_message(tmp_path) -> None:
     from server import migrate
 
     url = f"sqlite:///{tmp_path}/a.db"

@@ -6,7 +6,7 @@ from server import migrate
 from server.cli import main
 
 
-def test_db_upgrade_and_current(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_db_upgrade_and_current(tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     assert main(["db", "upgrade", "--database-url", url]) == 0
     assert migrate.current_revision(url) == migrate.head_revision()
@@ -15,7 +15,7 @@ def test_db_upgrade_and_current(tmp_path, capsys) -> None:  # noqa: ANN001
     assert "revision None" in capsys.readouterr().out
 
 
-def test_demo_runs_server_and_workers_end_to_end(capsys) -> None:  # noqa: ANN001
+def test_demo_runs_server_and_workers_end_to_end(capsys) -> None:
     assert main(["demo", "--problem", "sim-k3", "--strategy", "random", "--max-trials", "6",
                  "--workers", "2"]) == 0
     out = capsys.readouterr().out

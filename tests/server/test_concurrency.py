@@ -40,7 +40,7 @@ def _hammer(url: str, study_id: int, n_workers: int, deadline_s: float
                     with lock:
                         posted.append((a.trial_id, step))
                 api.complete_trial(a.trial_id, cost=1.0, worker_id=wid)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:  # reported by the test
             errors.append(exc)
         finally:
             api.close()
@@ -132,7 +132,7 @@ def test_proposer_lock_is_renewed_during_a_slow_proposal(db_url: str) -> None:
     original = proposer._propose
     seen: list[bool] = []
 
-    def slow(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def slow(*args, **kwargs):
         for _ in range(4):  # 1.6 s of "GP fit", well past the 0.6 s lease
             _time.sleep(0.4)
             with db.session() as s:

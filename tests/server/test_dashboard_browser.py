@@ -49,14 +49,14 @@ def run_study(client: MFMSClient, body: dict, cost_per_trial: float = 3.0,
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def live(tmp_path_factory: pytest.TempPathFactory):
     url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'dash.db'}"
     with LiveServer(make_settings(url, next_trial_wait_seconds=5.0, auto_upgrade=True)) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def browser():  # noqa: ANN201
+def browser():
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                               args=["--no-sandbox", "--disable-gpu"])
@@ -64,14 +64,14 @@ def browser():  # noqa: ANN201
         b.close()
 
 
-def _page(browser, errors: list[str]):  # noqa: ANN001, ANN202
+def _page(browser, errors: list[str]):
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     return page
 
 
-def test_dashboard_shows_a_finished_study(live: LiveServer, browser) -> None:  # noqa: ANN001
+def test_dashboard_shows_a_finished_study(live: LiveServer, browser) -> None:
     with MFMSClient(live.url) as client:
         study = run_study(client, study_body(budget={"trials": 10}), proportions=True)
         n_trials = len(client.list_trials(study["id"]))
@@ -119,7 +119,7 @@ def test_exports_have_every_trial(live: LiveServer) -> None:
     assert len(rows) == n_measurements and {"w_code", "loss_web", "objective"} <= set(rows[0])
 
 
-def test_names_are_shown_not_run(live: LiveServer, browser) -> None:  # noqa: ANN001
+def test_names_are_shown_not_run(live: LiveServer, browser) -> None:
     evil = "<script>window.__pwned=1</script>"
     domain = "<img src=x onerror=window.__pwned=2>"
     with MFMSClient(live.url) as client:

@@ -13,13 +13,13 @@ from tests.server.conftest import fake_losses, make_settings, study_body
 
 
 @pytest.fixture
-def short_lease(db_url: str):  # noqa: ANN201
+def short_lease(db_url: str):
     app = create_app(make_settings(db_url, lease_seconds=0.5, max_attempts=2))
     with TestClient(app) as http:
         yield MFMSClient(http=http), app
 
 
-def test_expired_lease_requeues_and_keeps_partial_measurements(short_lease) -> None:  # noqa: ANN001
+def test_expired_lease_requeues_and_keeps_partial_measurements(short_lease) -> None:
     api, app = short_lease
     s = api.create_study(study_body(strategy={"name": "random"}))
     a = api.next_trial("dies", study_id=s.id)
@@ -42,7 +42,7 @@ def test_expired_lease_requeues_and_keeps_partial_measurements(short_lease) -> N
     assert not [t for t in api.list_trials(s.id) if t.retry_of == b.trial_id]
 
 
-def test_reporting_renews_the_lease(short_lease) -> None:  # noqa: ANN001
+def test_reporting_renews_the_lease(short_lease) -> None:
     api, app = short_lease
     s = api.create_study(study_body(strategy={"name": "random"}))
     a = api.next_trial("w", study_id=s.id)
@@ -54,7 +54,7 @@ def test_reporting_renews_the_lease(short_lease) -> None:  # noqa: ANN001
     assert api.complete_trial(a.trial_id, cost=1.0).state == "completed"
 
 
-def test_late_heartbeat_before_reaping_is_honoured(short_lease) -> None:  # noqa: ANN001
+def test_late_heartbeat_before_reaping_is_honoured(short_lease) -> None:
     api, _ = short_lease
     s = api.create_study(study_body(strategy={"name": "random"}))
     a = api.next_trial("slow", study_id=s.id)

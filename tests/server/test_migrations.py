@@ -25,7 +25,7 @@ def test_round_trip_and_no_drift(db_url: str) -> None:
     assert diff == []
 
 
-def test_server_refuses_an_unmigrated_database(tmp_path) -> None:  # noqa: ANN001
+def test_server_refuses_an_unmigrated_database(tmp_path) -> None:
     import pytest
     from fastapi.testclient import TestClient
 

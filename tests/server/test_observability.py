@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 HTTP = "mfms_http_request_duration_seconds"
 
 
-def _scrape(http, headers: dict | None = None) -> list:  # noqa: ANN001
+def _scrape(http, headers: dict | None = None) -> list:
     r = http.get("/metrics", headers=headers or {})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
@@ -65,7 +65,7 @@ def sqlite_url(tmp_path: Path) -> str:
     return url
 
 
-def test_trial_gauges_match_the_database(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_trial_gauges_match_the_database(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     other = api.create_study(study_body(strategy={"name": "random"}))
     api.pause_study(other.id)
@@ -99,7 +99,7 @@ def test_trial_gauges_match_the_database(api: MFMSClient, raw) -> None:  # noqa:
     assert _value(samples, "mfms_trials", study=str(s.id), state="completed") == 2
 
 
-def test_request_histogram_uses_route_templates(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_request_histogram_uses_route_templates(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     tid = _run(api, "w", s.id)
     api.get_study(s.id)
@@ -179,7 +179,7 @@ def test_database_down_still_answers(sqlite_url: str, monkeypatch: pytest.Monkey
                                      ) -> None:
     from server.errors import Unavailable
 
-    def down():  # noqa: ANN202
+    def down():
         raise Unavailable("database unavailable: connection refused")
 
     app = create_app(make_settings(sqlite_url))

@@ -17,7 +17,7 @@ AIOLI = {"method": "aioli", "eta": 0.2, "update_steps": 250}
 MIX = {"code": 0.2, "web": 0.3, "books": 0.5}
 
 
-def _claimed(api: MFMSClient, **study: object):  # noqa: ANN202
+def _claimed(api: MFMSClient, **study: object):
     """A running trial of a fresh random-strategy study: ``(study, assignment)``."""
     s = api.create_study(study_body(strategy={"name": "random"}, **study))
     a = api.next_trial("w", study_id=s.id)
@@ -40,7 +40,7 @@ def test_study_spec_is_stored_and_handed_out(api: MFMSClient) -> None:
     ({"method": "aioli", "temperature": 2}, "unknown option(s) ['temperature']"),
     ({"method": "static", "p": {"math": 1.0}}, "unknown domain(s) ['math']"),
 ])
-def test_invalid_study_spec_is_422_naming_it(api: MFMSClient, raw, spec: dict,  # noqa: ANN001
+def test_invalid_study_spec_is_422_naming_it(api: MFMSClient, raw, spec: dict,
                                              message: str) -> None:
     r = raw.post("/studies", json=study_body(online=spec))
     assert r.status_code == 422, r.text
@@ -48,7 +48,7 @@ def test_invalid_study_spec_is_422_naming_it(api: MFMSClient, raw, spec: dict,  
     assert api.list_studies() == []
 
 
-def test_nan_inside_a_spec_is_422(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_nan_inside_a_spec_is_422(api: MFMSClient, raw) -> None:
     # json.dumps writes NaN for float("nan"): the raw JSON a sloppy client would send
     body = json.dumps(study_body(online={"method": "aioli", "ema": float("nan")}))
     r = raw.post("/studies", content=body.encode(), headers={"content-type": "application/json"})
@@ -112,7 +112,7 @@ def test_bad_proportions_are_422_and_store_nothing(api: MFMSClient, proportions:
     assert api.get_trial(a.trial_id).measurements == []
 
 
-def test_nan_proportion_is_422(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_nan_proportion_is_422(api: MFMSClient, raw) -> None:
     _, a = _claimed(api)
     body = (b'{"step": 1, "losses": {"code": 3.0}, '
             b'"proportions": {"code": NaN, "web": 0.5, "books": 0.5}}')
@@ -122,10 +122,11 @@ def test_nan_proportion_is_422(api: MFMSClient, raw) -> None:  # noqa: ANN001
     assert api.get_trial(a.trial_id).measurements == []
 
 
-def test_replaying_a_step_stays_idempotent(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_replaying_a_step_stays_idempotent(api: MFMSClient, raw) -> None:
     _, a = _claimed(api, online=AIOLI)
     tid, step = a.trial_id, a.checkpoints[0]
-    body = {"step": step, "losses": fake_losses(a.mixture, step), "proportions": MIX}
+    body = {"step": step, "losses": fake_losses(a.mixture, step), "proportions": MIX,
+            "worker_id": "w"}
     assert raw.post(f"/trials/{tid}/measurements", json=body).status_code == 201
     assert raw.post(f"/trials/{tid}/measurements", json=body).status_code == 200
     # a replay that does not restate the proportions matches too (complete re-posts the
@@ -175,18 +176,18 @@ def test_complete_with_only_one_summary_key(api: MFMSClient) -> None:
      "online.final_proportions['code']: weights must be >= 0"),
 ])
 def test_bad_online_summary_is_422_and_leaves_the_trial_running(
-        api: MFMSClient, raw, online: dict, message: str) -> None:  # noqa: ANN001
+        api: MFMSClient, raw, online: dict, message: str) -> None:
     _, a = _claimed(api)
     r = raw.post(f"/trials/{a.trial_id}/complete",
                  json={"cost": 1.0, "losses": fake_losses(a.mixture, a.steps),
-                       "online": online})
+                       "online": online, "worker_id": "w"})
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
     t = api.get_trial(a.trial_id)
     assert t.state == "running" and t.online_result is None and t.measurements == []
 
 
-def test_nan_in_online_summary_is_422(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_nan_in_online_summary_is_422(api: MFMSClient, raw) -> None:
     _, a = _claimed(api)
     body = (b'{"cost": 1.0, "losses": {"code": 3.0}, '
             b'"online": {"final_proportions": {"code": NaN}}}')

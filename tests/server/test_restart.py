@@ -34,10 +34,11 @@ def test_server_restart_loses_nothing_and_the_study_continues(db_url: str) -> No
         after = api.list_trials(s.id)
         assert [t.model_dump() for t in after] == [t.model_dump() for t in before]
         assert api.recommendation(s.id).mixture == rec_before.mixture
-        # the in-flight trial carries on under the new server
+        # the in-flight trial carries on under the new server (its worker, w2, reports)
         for step in running.checkpoints[1:]:
-            api.post_measurement(running.trial_id, step, fake_losses(running.mixture, step))
-        api.complete_trial(running.trial_id, cost=2.0)
+            api.post_measurement(running.trial_id, step, fake_losses(running.mixture, step),
+                                 worker_id="w2")
+        api.complete_trial(running.trial_id, cost=2.0, worker_id="w2")
         more = _work(api, s.id, 2)
         assert api.next_trial("w", study_id=s.id) is None
         study = api.get_study(s.id)

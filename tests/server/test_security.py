@@ -21,7 +21,7 @@ READS = [("get", "/studies"), ("get", "/studies/1"), ("get", "/studies/1/trials"
 
 
 @pytest.fixture
-def secured(tmp_path):  # noqa: ANN001, ANN201
+def secured(tmp_path):
     from server import migrate
 
     url = f"sqlite:///{tmp_path}/auth.db"

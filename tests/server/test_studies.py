@@ -8,7 +8,7 @@ from server.client import ConflictError, InvalidRequestError, MFMSClient, NotFou
 from tests.server.conftest import study_body
 
 
-def test_create_returns_201_with_id_and_config(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_create_returns_201_with_id_and_config(api: MFMSClient, raw) -> None:
     r = raw.post("/studies", json=study_body(budget={"trials": 5}, seed=3))
     assert r.status_code == 201
     body = r.json()
@@ -78,7 +78,7 @@ def test_absurd_numbers_rejected(api: MFMSClient) -> None:
             api.create_study(study_body(**override))
 
 
-def test_malformed_json_and_non_finite_numbers(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_malformed_json_and_non_finite_numbers(api: MFMSClient, raw) -> None:
     r = raw.post("/studies", content=b'{"name": ', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "malformed JSON" in r.json()["detail"]
     r = raw.post("/studies", content=b'{"name": "x", "domains": ["a", "b"], "model_sizes": '
@@ -102,7 +102,7 @@ def test_pause_resume_stop(api: MFMSClient) -> None:
         api.stop_study(12345)
 
 
-def test_next_trial_for_a_finished_study_says_why(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_next_trial_for_a_finished_study_says_why(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body())
     api.stop_study(s.id)
     r = raw.post("/next-trial", json={"worker_id": "w", "study_id": s.id})

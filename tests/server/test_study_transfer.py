@@ -59,7 +59,7 @@ class Served:
         self.http.__exit__(*exc)
 
 
-def _report(api: MFMSClient, a, steps=None, proportions=None, worker="w") -> None:  # noqa: ANN001
+def _report(api: MFMSClient, a, steps=None, proportions=None, worker="w") -> None:
     for step in steps if steps is not None else a.checkpoints:
         api.post_measurement(a.trial_id, step, fake_losses(a.mixture, step),
                              cost=step / 1000, worker_id=worker, proportions=proportions)
@@ -213,7 +213,7 @@ def test_name_clash_is_refused_unless_renamed(sqlite_url: str) -> None:
     (lambda d: d["trials"][0].update(surprise=1), "trials.0.surprise"),
     (lambda d: d["study"]["config"].update(domains=["only-one"]), "study.config.domains"),
 ])
-def test_unreadable_documents_are_refused(sqlite_url: str, mutate, message: str) -> None:  # noqa: ANN001
+def test_unreadable_documents_are_refused(sqlite_url: str, mutate, message: str) -> None:
     with Served(sqlite_url) as a:
         sid = a.api.create_study(study_body(strategy={"name": "random"})).id
         a.api.next_trial("w", study_id=sid)

@@ -32,7 +32,7 @@ NEEDS_ADMIN = "this route needs the admin token"
 
 
 @pytest.fixture
-def url(tmp_path) -> str:  # noqa: ANN001
+def url(tmp_path) -> str:
     from server import migrate
 
     url = f"sqlite:///{tmp_path}/scopes.db"
@@ -40,7 +40,7 @@ def url(tmp_path) -> str:  # noqa: ANN001
     return url
 
 
-def _routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def _routes(app) -> list[tuple[str, str]]:
     """Every (method, path) the app serves, routers included (FastAPI >= 0.16x keeps
     included routers lazily in ``app.routes``; ``iter_route_contexts`` flattens them)."""
     try:
@@ -62,7 +62,7 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path)
 
 
-def _call(http: TestClient, method: str, path: str, token: str | None):  # noqa: ANN202
+def _call(http: TestClient, method: str, path: str, token: str | None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     kwargs = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
     return http.request(method, _concrete(path), headers=headers, **kwargs)

@@ -19,7 +19,7 @@ def _run(api: MFMSClient, worker: str = "w", study_id: int | None = None, cost: 
     return a.trial_id
 
 
-def test_next_trial_returns_the_contract(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_next_trial_returns_the_contract(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     r = raw.post("/next-trial", json={"worker_id": "w1"})
     assert r.status_code == 200
@@ -45,16 +45,16 @@ def test_unknown_study_filter_is_404(api: MFMSClient) -> None:
         api.next_trial("w", study_id=77)
 
 
-def test_full_trial_and_measurement_rules(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_full_trial_and_measurement_rules(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     a = api.next_trial("w", study_id=s.id)
     tid, step = a.trial_id, a.checkpoints[0]
     losses = fake_losses(a.mixture, step)
     assert raw.post(f"/trials/{tid}/measurements",
-                    json={"step": step, "losses": losses}).status_code == 201
+                    json={"step": step, "losses": losses, "worker_id": "w"}).status_code == 201
     # the same report again (a retry after a lost response) is a no-op
     assert raw.post(f"/trials/{tid}/measurements",
-                    json={"step": step, "losses": losses}).status_code == 200
+                    json={"step": step, "losses": losses, "worker_id": "w"}).status_code == 200
     with pytest.raises(ConflictError, match="different losses at step"):
         api.post_measurement(tid, step, {k: v + 1 for k, v in losses.items()})
     with pytest.raises(InvalidRequestError, match="unknown domain 'math'"):
@@ -66,12 +66,13 @@ def test_full_trial_and_measurement_rules(api: MFMSClient, raw) -> None:  # noqa
     r = raw.post(f"/trials/{tid}/measurements", content=b'{"step": 7, "losses": {"code": NaN}}',
                  headers={"content-type": "application/json"})
     assert r.status_code == 422 and "losses.code" in r.json()["detail"]
-    r = raw.post(f"/trials/{tid}/measurements", json={"step": 7, "losses": {"code": -1.0}})
+    r = raw.post(f"/trials/{tid}/measurements",
+                 json={"step": 7, "losses": {"code": -1.0}, "worker_id": "w"})
     assert r.status_code == 422 and ">= 0" in r.json()["detail"]
     with pytest.raises(ConflictError, match="leased to worker 'w', not 'x'"):
         api.post_measurement(tid, step + 1, losses, worker_id="x")
     with pytest.raises(NotFoundError, match="trial 9999 not found"):
-        api.post_measurement(9999, 1, losses)
+        api.post_measurement(9999, 1, losses, worker_id="w")
     done = api.complete_trial(tid, cost=12.5, losses=fake_losses(a.mixture, a.steps))
     assert done.state == "completed" and done.cost == 12.5
     assert [m.step for m in done.measurements] == sorted({step, a.steps})
@@ -203,7 +204,7 @@ def test_hyperband_study_promotes_through_the_server(api: MFMSClient) -> None:
     assert {t.metadata["rung"] for t in trials} >= {0, 1}
 
 
-def test_list_trials_filters_by_state(api: MFMSClient, raw) -> None:  # noqa: ANN001
+def test_list_trials_filters_by_state(api: MFMSClient, raw) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     _run(api, study_id=s.id)
     api.next_trial("w", study_id=s.id)

@@ -11,19 +11,19 @@ from workers.backends.simulate import SimulateBackend
 
 
 @pytest.fixture(scope="module")
-def problem():  # noqa: ANN201
+def problem():
     from mfms_bo.bench.problems.simulated import make_simulated
 
     return make_simulated("t", k=3, seed=1, model_sizes=[20e6, 60e6], target_model_size=60e6,
                           steps=(500, 4000), checkpoints=4)
 
 
-def _study(api: MFMSClient, problem, trials: int, strategy: str = "random") -> int:  # noqa: ANN001
+def _study(api: MFMSClient, problem, trials: int, strategy: str = "random") -> int:
     return api.create_study(study_of_problem(problem, "t", strategy, 0,
                                              {"trials": trials})).id
 
 
-def test_agent_runs_a_study_to_completion(api: MFMSClient, problem) -> None:  # noqa: ANN001
+def test_agent_runs_a_study_to_completion(api: MFMSClient, problem) -> None:
     sid = _study(api, problem, 4)
     lines: list[str] = []
     agent = WorkerAgent(api, SimulateBackend(problem), "w1", study_id=sid, poll_min=0.01,
@@ -39,12 +39,12 @@ def test_agent_runs_a_study_to_completion(api: MFMSClient, problem) -> None:  # 
 class Broken:
     name = "broken"
 
-    def run(self, trial, report):  # noqa: ANN001, ANN201
+    def run(self, trial, report):
         report(trial.checkpoints[0], {d: 1.0 for d in trial.mixture}, None)
         raise RuntimeError("disk full")
 
 
-def test_backend_failure_fails_the_trial_with_its_reason(api: MFMSClient, problem) -> None:  # noqa: ANN001
+def test_backend_failure_fails_the_trial_with_its_reason(api: MFMSClient, problem) -> None:
     sid = _study(api, problem, 3)
     agent = WorkerAgent(api, Broken(), "w1", study_id=sid, max_trials=1, once=True,
                         echo=lambda _: None)
@@ -54,13 +54,13 @@ def test_backend_failure_fails_the_trial_with_its_reason(api: MFMSClient, proble
     assert len(t.measurements) == 1  # what it reported before failing is kept
 
 
-def test_stop_reports_the_trial_retryable(api: MFMSClient, problem) -> None:  # noqa: ANN001
+def test_stop_reports_the_trial_retryable(api: MFMSClient, problem) -> None:
     sid = _study(api, problem, 3)
     agent = WorkerAgent(api, SimulateBackend(problem), "w1", study_id=sid, echo=lambda _: None)
 
     class StopAfterFirst(SimulateBackend):
-        def run(self, trial, report):  # noqa: ANN001, ANN201
-            def wrapped(step, losses, cost):  # noqa: ANN001, ANN202
+        def run(self, trial, report):
+            def wrapped(step, losses, cost):
                 report(step, losses, cost)
                 agent.stop()  # as the SIGTERM handler does
             return super().run(trial, wrapped)
@@ -74,12 +74,12 @@ def test_stop_reports_the_trial_retryable(api: MFMSClient, problem) -> None:  # 
     assert retry.attempt == 2 and retry.mixture == first.mixture
 
 
-def test_measurements_survive_a_server_blip(api: MFMSClient, problem, monkeypatch) -> None:  # noqa: ANN001
+def test_measurements_survive_a_server_blip(api: MFMSClient, problem, monkeypatch) -> None:
     sid = _study(api, problem, 1)
     real = api.post_measurement
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] in (1, 2, 4):
             raise ServerUnreachable("connection refused")

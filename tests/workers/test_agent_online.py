@@ -16,14 +16,14 @@ SPEC = {"method": "aioli", "eta": 0.2, "update_steps": 250}
 
 
 @pytest.fixture(scope="module")
-def problem():  # noqa: ANN201
+def problem():
     from mfms_bo.bench.problems.simulated import make_simulated
 
     return make_simulated("t", k=3, seed=1, model_sizes=[20e6, 60e6], target_model_size=60e6,
                           steps=(500, 4000), checkpoints=4)
 
 
-def _study(api: MFMSClient, problem, online: dict | None = SPEC) -> int:  # noqa: ANN001
+def _study(api: MFMSClient, problem, online: dict | None = SPEC) -> int:
     body = study_of_problem(problem, "t", "random", 0, {"trials": 1})
     if online is not None:
         body["online"] = online
@@ -60,7 +60,7 @@ class FakeOnline:
 
 
 def test_agent_carries_proportions_and_the_online_result(api: MFMSClient, problem
-                                                         ) -> None:  # noqa: ANN001
+                                                         ) -> None:
     sid = _study(api, problem)
     backend = FakeOnline()
     agent = WorkerAgent(api, backend, "w1", study_id=sid, poll_min=0.01, poll_max=0.05,
@@ -79,12 +79,12 @@ def test_agent_carries_proportions_and_the_online_result(api: MFMSClient, proble
 
 
 def test_proportions_survive_a_server_blip(api: MFMSClient, problem, monkeypatch
-                                           ) -> None:  # noqa: ANN001
+                                           ) -> None:
     sid = _study(api, problem)
     real = api.post_measurement
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] in (1, 3):
             raise ServerUnreachable("connection refused")
@@ -99,7 +99,7 @@ def test_proportions_survive_a_server_blip(api: MFMSClient, problem, monkeypatch
 
 
 def test_a_refused_summary_still_completes_the_trial(api: MFMSClient, problem
-                                                     ) -> None:  # noqa: ANN001
+                                                     ) -> None:
     sid = _study(api, problem)
     lines: list[str] = []
     bad = {"final_proportions": {"nowhere": 1.0}}
@@ -110,7 +110,7 @@ def test_a_refused_summary_still_completes_the_trial(api: MFMSClient, problem
     assert any("refused the online summary" in line for line in lines)
 
 
-def test_a_study_without_online_hands_out_none(api: MFMSClient, problem) -> None:  # noqa: ANN001
+def test_a_study_without_online_hands_out_none(api: MFMSClient, problem) -> None:
     sid = _study(api, problem, online=None)
     backend = FakeOnline()
     agent = WorkerAgent(api, backend, "w1", study_id=sid, echo=lambda _: None)

@@ -23,7 +23,7 @@ def _study(api: MFMSClient, trials: int) -> int:
                             strategy={"name": "random"}, budget={"trials": trials}).id
 
 
-def test_example_script_runs_trials(api: MFMSClient, tmp_path) -> None:  # noqa: ANN001
+def test_example_script_runs_trials(api: MFMSClient, tmp_path) -> None:
     sid = _study(api, 2)
     agent = WorkerAgent(api, CommandBackend(TEMPLATE, tmp_path / "work"), "w", study_id=sid,
                         poll_min=0.01, poll_max=0.05, echo=lambda _: None)
@@ -36,7 +36,7 @@ def test_example_script_runs_trials(api: MFMSClient, tmp_path) -> None:  # noqa:
         assert (tmp_path / "work" / f"trial-{t.id}-1" / "mixture.json").exists()
 
 
-def test_failing_command_fails_the_trial_with_stderr(api: MFMSClient, tmp_path) -> None:  # noqa: ANN001
+def test_failing_command_fails_the_trial_with_stderr(api: MFMSClient, tmp_path) -> None:
     sid = _study(api, 1)
     script = tmp_path / "bad.py"
     script.write_text("import sys\nprint('{\"step\": 25, \"losses\": {\"code\": 3.0}}', "
@@ -51,7 +51,7 @@ def test_failing_command_fails_the_trial_with_stderr(api: MFMSClient, tmp_path) 
     assert [m.step for m in t.measurements] == [25]  # reported before dying: kept
 
 
-def test_malformed_protocol_line_fails_the_trial(api: MFMSClient, tmp_path) -> None:  # noqa: ANN001
+def test_malformed_protocol_line_fails_the_trial(api: MFMSClient, tmp_path) -> None:
     sid = _study(api, 1)
     script = tmp_path / "odd.py"
     script.write_text("print('{\"step\": 5}')\n")

@@ -25,7 +25,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def test_killed_worker_trial_is_recovered(tmp_path) -> None:  # noqa: ANN001
+def test_killed_worker_trial_is_recovered(tmp_path) -> None:
     port = _port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MFMS_DATABASE_URL": f"sqlite:///{tmp_path}/e2e.db",

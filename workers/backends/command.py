@@ -135,7 +135,7 @@ def _protocol_line(line: str) -> dict | None:
     return obj
 
 
-def _pass_through(stream, tail: deque) -> None:  # noqa: ANN001
+def _pass_through(stream, tail: deque) -> None:
     for line in stream:
         tail.append(line)
         sys.stderr.write(line)

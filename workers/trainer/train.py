@@ -31,7 +31,7 @@ from mfms_bo.online import MixingController
 from workers.trainer.data import available_domains, load_meta, load_split
 from workers.trainer.model import GPT, count_params, preset_for_size
 
-__all__ = ["allocate", "MixtureBatches", "lr_at", "warmup_steps", "train_trial", "PEAK_LR"]
+__all__ = ["MixtureBatches", "lr_at", "warmup_steps", "train_trial", "PEAK_LR"]
 
 log = logging.getLogger("mfms.trainer")
 
@@ -47,19 +47,6 @@ PEAK_LR: dict[str, float] = {
 
 
 # -- mixture sampling --------------------------------------------------------------------
-
-
-def allocate(weights: Sequence[float], total: int) -> list[int]:
-    """Split ``total`` sequences among domains by largest remainder (Hamilton): each domain
-    gets the floor or the ceiling of its quota ``w * total`` and the counts sum to
-    ``total``, the closest integers can come to the weights."""
-    w = np.asarray(weights, dtype=np.float64)
-    quota = w / w.sum() * total
-    counts = np.floor(quota).astype(np.int64)
-    left = total - int(counts.sum())
-    order = np.argsort(-(quota - counts), kind="stable")  # ties: the earlier domain
-    counts[order[:left]] += 1
-    return counts.tolist()
 
 
 class MixtureBatches:

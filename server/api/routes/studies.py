@@ -34,7 +34,7 @@ from server.study_space import check_online, search_space_of_config, strategy_of
 router = APIRouter(prefix="/studies", tags=["studies"])
 
 
-def _public(s, study) -> StudyPublic:  # noqa: ANN001
+def _public(s, study) -> StudyPublic:
     return study_public(study, storage.study_counts(s, [study.id])[study.id],
                         storage.study_costs(s, [study.id])[study.id],
                         storage.trials_run(s, study.id))
@@ -59,7 +59,7 @@ def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> Stu
 def import_study(db: DbDep, maintainer: MaintainerDep,
                  doc: dict[str, Any] = Body(..., description="a GET /studies/{id}/export "  # noqa: B008
                                                           "document"),
-                 name: str | None = Query(None, min_length=1, max_length=200,  # noqa: B008
+                 name: str | None = Query(None, min_length=1, max_length=200,
                                           description="import under this name instead")
                  ) -> StudyPublic:
     """Recreate an exported study under new ids (running trials arrive abandoned; see
@@ -96,7 +96,7 @@ def export_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
         return transfer.export_study(s, study_id)
 
 
-def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:  # noqa: ANN001
+def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:
     with db.session() as s:
         study = storage.set_study_state(s, study_id=study_id, action=action, now=utcnow())
         out = _public(s, study)

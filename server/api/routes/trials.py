@@ -60,11 +60,10 @@ def get_trial(trial_id: TrialId, db: DbDep) -> TrialPublic:
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatResponse,
              dependencies=[WorkerAuth])
-def heartbeat(trial_id: TrialId, db: DbDep, settings: SettingsDep,
-              body: HeartbeatRequest | None = None) -> HeartbeatResponse:
+def heartbeat(trial_id: TrialId, body: HeartbeatRequest, db: DbDep, settings: SettingsDep
+              ) -> HeartbeatResponse:
     with db.session() as s:
-        trial = storage.heartbeat(s, trial_id=trial_id,
-                                  worker_id=body.worker_id if body else None,
+        trial = storage.heartbeat(s, trial_id=trial_id, worker_id=body.worker_id,
                                   lease_seconds=settings.lease_seconds, now=utcnow())
         state = trial.study.state
         assert trial.lease_expires_at is not None
@@ -88,7 +87,7 @@ def post_measurement(trial_id: TrialId, body: MeasurementIn, response: Response,
         return measurement_public(row)
 
 
-def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPublic:  # noqa: ANN001
+def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPublic:
     """Response for a trial that just finished; the last trial of a spent budget also ends
     its study, and the queue may need a top-up."""
     s.flush()

@@ -164,7 +164,6 @@ def test_target_kg_per_cost_divides_and_can_flip_ranking(kg_setup):
     kg = acq.knowledge_gradient(X)
     cost = torch.linspace(1.0, 3.0, X.shape[0], dtype=torch.float64)
     assert torch.allclose(acq(X, cost), kg / cost, rtol=1e-12, atol=0)
-    assert torch.allclose(TargetKGPerCost(gp, space, T, cost_power=0.0)(X, cost), kg)
     # Two queries ordered by KG; a cost ratio larger than their KG ratio reverses the order.
     hi_i, lo_i = int(torch.argmax(kg)), int(torch.argmin(kg + (kg <= 0) * 1e9))
     assert float(kg[lo_i]) > 0 and float(kg[hi_i]) > float(kg[lo_i])

@@ -236,10 +236,10 @@ def test_load_shipped_problem():
 class _Watched:
     """A problem that fails the test if a strategy (not the harness) asks for the truth."""
 
-    def __init__(self, problem) -> None:  # noqa: ANN001
+    def __init__(self, problem) -> None:
         self._p = problem
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._p, name)
 
     def _check(self) -> None:
@@ -249,11 +249,11 @@ class _Watched:
         leaks = [c for c in callers if "mfms_bo/strategies" in c.replace("\\", "/")]
         assert not leaks, f"a strategy looked at the true objective: {leaks[0]}"
 
-    def true_objective(self, mixture):  # noqa: ANN001, ANN201
+    def true_objective(self, mixture):
         self._check()
         return self._p.true_objective(mixture)
 
-    def optimum(self):  # noqa: ANN201
+    def optimum(self):
         self._check()
         return self._p.optimum()
 
@@ -275,3 +275,12 @@ def test_every_strategy_stops_at_the_budget_and_sees_only_the_history(name, sim_
         assert r.spent <= budget + r.trials[-1].cost
         assert r.spent >= budget or name in ("screen", "regmix", "hyperband")
     assert r.curve, "every strategy recommends something by the end"
+
+
+def test_headline_names_the_cheapest_other_strategy():
+    from mfms_bo.bench.report import format_headline
+
+    text = format_headline(summarize(_runs()))
+    row = text.splitlines()[2]
+    assert row.startswith("| p | 5.00 | 35 [")
+    assert "random: 90 [" in row and "| 2.6x [" in row

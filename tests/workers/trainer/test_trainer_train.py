@@ -8,16 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.trainer.train import MixtureBatches, allocate, lr_at, train_trial, warmup_steps
+from workers.trainer.train import MixtureBatches, lr_at, train_trial, warmup_steps
 
 FAST = dict(batch_size=4, seq_len=64, eval_tokens=1024, progress=False)
-
-
-def test_allocate_is_largest_remainder() -> None:
-    assert allocate([0.5, 0.3, 0.2], 10) == [5, 3, 2]
-    assert allocate([0.5, 0.3, 0.2], 7) == [4, 2, 1]  # quotas 3.5, 2.1, 1.4
-    assert allocate([1, 1, 1], 4) == [2, 1, 1]  # a tie goes to the earlier domain
-    assert allocate([0.03, 0.97], 8) == [0, 8]
 
 
 def test_batches_follow_the_mixture_per_batch_and_over_time() -> None:

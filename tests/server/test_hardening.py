@@ -1,0 +1,245 @@
+"""Hardening (issue 20): no single value can poison a study.
+
+Each test reproduces one defect of the adversarial pass and runs on SQLite and PostgreSQL
+(the ``api``/``raw`` fixtures are parametrised over both):
+
+1. loss sanity bounds (``loss_bounds`` in the study config, default 0 < loss < 1e4) on every
+   path that takes losses - measurements, complete, enqueue with results, import - with a
+   422 naming the loss and nothing stored;
+2. NaN / Infinity anywhere in free-form JSON (metadata, strategy options, online specs,
+   import documents) is a 422 naming the field path, checked on the parsed value (Python's
+   JSON parser accepts ``NaN`` literals);
+3. a NUL character (or a lone surrogate, which no database can encode) in any string is a
+   422, and the connection stays usable;
+4. every write on a trial (heartbeat, measurements, complete, fail) must name the worker
+   holding its lease: omitted is a 422, another worker's is a 409.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from server import transfer
+from server.client import ConflictError, InvalidRequestError, MFMSClient
+from tests.server.conftest import fake_losses, study_body
+
+MIX = {"code": 0.2, "web": 0.3, "books": 0.5}
+
+
+def _post(raw, url: str, body: Any, **kw: Any):
+    """POST ``body`` as JSON text, NaN and Infinity written as the bare literals Python's
+    ``json`` module (and so the server's parser) accepts."""
+    return raw.post(url, content=json.dumps(body), headers={"content-type": "application/json"},
+                    **kw)
+
+
+def _fields(r) -> list[str]:
+    assert r.status_code == 422, (r.status_code, r.text)
+    return [e["field"] for e in r.json().get("errors") or []]
+
+
+def _finished_study(api: MFMSClient, **overrides: Any) -> tuple[int, Any]:
+    """A random-strategy study with one completed trial and one running trial (returned)."""
+    s = api.create_study(study_body(strategy={"name": "random"}, seed=3, **overrides))
+    a = api.next_trial("w", study_id=s.id)
+    for step in a.checkpoints:
+        api.post_measurement(a.trial_id, step, fake_losses(a.mixture, step), worker_id="w")
+    api.complete_trial(a.trial_id, cost=1.0, worker_id="w")
+    b = api.next_trial("w", study_id=s.id)
+    return s.id, b
+
+
+# -- 1. loss sanity bounds ---------------------------------------------------------------------
+def test_default_loss_bounds_are_in_the_config(api: MFMSClient) -> None:
+    s = api.create_study(study_body(strategy={"name": "random"}))
+    assert s.config["loss_bounds"] == {"min": 0.0, "max": 10000.0}
+
+
+@pytest.mark.parametrize("bad", [1e300, 0.0, 1e4])
+def test_out_of_bounds_losses_are_refused_on_every_path(api: MFMSClient, raw, bad: float
+                                                        ) -> None:
+    sid, b = _finished_study(api)
+    step = b.checkpoints[0]
+    losses = {**fake_losses(b.mixture, step), "code": bad}
+    want = f"losses['code']: must be in (0, 10000), got {bad:g}"
+
+    r = _post(raw, f"/trials/{b.trial_id}/measurements",
+              {"step": step, "losses": losses, "worker_id": "w"})
+    assert r.status_code == 422 and want in r.json()["detail"], r.text
+    r = _post(raw, f"/trials/{b.trial_id}/complete",
+              {"cost": 1.0, "losses": {**fake_losses(b.mixture, b.steps), "code": bad},
+               "worker_id": "w"})
+    assert r.status_code == 422 and "losses['code']: must be in (0, 10000)" in r.text, r.text
+    trial = api.get_trial(b.trial_id)
+    assert trial.state == "running" and trial.measurements == []  # nothing stored
+
+    r = _post(raw, f"/studies/{sid}/trials",
+              {"mixture": MIX, "model_size": 60e6, "steps": 2000,
+               "measurements": [{"step": 1000, "losses": fake_losses(MIX, 1000)},
+                                {"step": 2000, "losses": {"code": bad}}]})
+    assert r.status_code == 422, r.text
+    assert f"measurements[1].losses['code']: must be in (0, 10000), got {bad:g}" in r.text
+
+    doc = raw.get(f"/studies/{sid}/export").json()
+    doc["trials"][0]["measurements"][0]["losses"]["web"] = bad
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})
+    assert r.status_code == 422, r.text
+    assert "trials[0].measurements[0].losses['web']: must be in (0, 10000)" in r.text
+    assert len(api.list_trials(sid)) == 2 and len(api.list_studies()) == 1
+
+    # the study is intact: its dashboard and recommendation still answer
+    api.post_measurement(b.trial_id, step, fake_losses(b.mixture, step), worker_id="w")
+    assert raw.get(f"/studies/{sid}/dashboard").status_code == 200
+    assert api.recommendation(sid).predicted_objective is not None
+
+
+def test_loss_bounds_are_configurable_per_study(api: MFMSClient, raw) -> None:
+    sid, b = _finished_study(api, loss_bounds={"min": 1.5, "max": 20})
+    assert api.get_study(sid).config["loss_bounds"] == {"min": 1.5, "max": 20.0}
+    step = b.checkpoints[0]
+    for bad in (1.5, 1.0, 20.0, 25.0):
+        with pytest.raises(InvalidRequestError, match=r"losses\['books'\]: must be in "
+                                                      r"\(1\.5, 20\)"):
+            api.post_measurement(b.trial_id, step, {"books": bad}, worker_id="w")
+    api.post_measurement(b.trial_id, step, {"books": 1.6}, worker_id="w")
+    for bounds, field in (({"min": 5, "max": 2}, "loss_bounds"),
+                          ({"min": -1}, "loss_bounds.min"),
+                          ({"max": 1e300}, "loss_bounds.max"),
+                          ({"max": 10, "lo": 1}, "loss_bounds.lo")):
+        r = raw.post("/studies", json=study_body(loss_bounds=bounds))
+        assert field in _fields(r), r.text
+
+
+def test_imported_study_without_loss_bounds_gets_the_default(api: MFMSClient, raw
+                                                              ) -> None:
+    """An export written before ``loss_bounds`` existed has none in its config: the default
+    applies to its imported measurements and to the losses reported to it afterwards."""
+    sid, _ = _finished_study(api)
+    doc = raw.get(f"/studies/{sid}/export").json()
+    del doc["study"]["config"]["loss_bounds"]
+    doc["trials"] = doc["trials"][:1]
+    doc["trials"][0]["measurements"][-1]["losses"]["code"] = 1e300
+    assert raw.post("/studies/import", json=doc, params={"name": "old"}).status_code == 422
+    doc["trials"][0]["measurements"][-1]["losses"]["code"] = 3.0
+    r = raw.post("/studies/import", json=doc, params={"name": "old"})
+    assert r.status_code == 201, r.text
+    new = r.json()["id"]
+    c = api.next_trial("w", study_id=new)
+    with pytest.raises(InvalidRequestError, match=r"must be in \(0, 10000\), got 1e\+300"):
+        api.post_measurement(c.trial_id, c.checkpoints[0], {"code": 1e300}, worker_id="w")
+
+
+def test_objective_weights_cannot_overflow_the_objective(raw) -> None:
+    r = raw.post("/studies", json=study_body(objective_weights={"code": 1e307, "web": 1.0}))
+    assert "objective_weights.code" in _fields(r), r.text
+
+
+# -- 2. NaN / Infinity in free-form JSON --------------------------------------------------------
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_in_trial_metadata_are_refused(api: MFMSClient, raw, bad: float
+                                                          ) -> None:
+    s = api.create_study(study_body(strategy={"name": "random"}))
+    body = {"mixture": MIX, "model_size": 60e6, "steps": 2000}
+    assert _fields(_post(raw, f"/studies/{s.id}/trials",
+                         {**body, "metadata": {"x": bad}})) == ["metadata.x"]
+    r = _post(raw, f"/studies/{s.id}/trials", {**body, "metadata": {"a": [1, {"b": bad}]}})
+    assert _fields(r) == ["metadata.a.1.b"]
+    assert "metadata.a.1.b: must be finite" in r.json()["detail"]
+    assert _fields(_post(raw, f"/studies/{s.id}/trials",
+                         {**body, "online": {"method": "static", "x": bad}})) == ["online.x"]
+    assert api.list_trials(s.id) == []
+
+
+def test_non_finite_strategy_options_are_refused_not_nulled(raw) -> None:
+    body = study_body(strategy={"name": "mfms-bo",
+                                "options": {"surrogate": {"transfer_lengthscale": math.nan}}})
+    r = _post(raw, "/studies", body)
+    assert _fields(r) == ["strategy.options.surrogate.transfer_lengthscale"]
+    r = _post(raw, "/studies", study_body(online={"method": "aioli", "eta": math.inf}))
+    assert _fields(r) == ["online.eta"]
+    assert raw.get("/studies").json()["studies"] == []
+
+
+def test_non_finite_numbers_in_import_documents_are_refused(api: MFMSClient, raw
+                                                            ) -> None:
+    sid, _ = _finished_study(api)
+    doc = raw.get(f"/studies/{sid}/export").json()
+    doc["trials"][0]["spec_metadata"] = {"x": math.nan}
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})
+    assert r.status_code == 422, r.text
+    assert "trials.0.spec_metadata.x: must be finite" in r.json()["detail"]
+    # the CLI's path (mfms db import / restore) reads files with the same parser
+    db = raw.app.state.db
+    with db.session() as session, pytest.raises(transfer.InvalidDocument,
+                                                match=r"trials\.0\.spec_metadata\.x"):
+        transfer.import_document(session, json.loads(json.dumps(doc)), "copy")
+    doc["trials"][0]["spec_metadata"] = {}
+    doc["study"]["config"]["strategy"]["options"] = {"n_init": math.inf}
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})
+    assert r.status_code == 422 and "study.config.strategy.options.n_init" in r.text, r.text
+    assert len(api.list_studies()) == 1
+
+
+# -- 3. NUL (and unencodable) characters in strings ---------------------------------------------
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b"])
+def test_unstorable_characters_in_strings_are_refused(api: MFMSClient, raw, bad: str
+                                                      ) -> None:
+    sid, b = _finished_study(api)
+    checks = [
+        ("/studies", study_body(name=bad), "name"),
+        ("/studies", study_body(domains=["code", bad]), "domains.1"),
+        ("/studies", study_body(strategy={"name": "random", "options": {bad: 1}}),
+         "strategy.options"),
+        ("/next-trial", {"worker_id": bad}, "worker_id"),
+        (f"/trials/{b.trial_id}/fail", {"reason": bad, "worker_id": "w"}, "reason"),
+        (f"/trials/{b.trial_id}/heartbeat", {"worker_id": bad}, "worker_id"),
+        (f"/studies/{sid}/trials", {"mixture": MIX, "model_size": 60e6, "steps": 2000,
+                                    "metadata": {"note": ["ok", bad]}}, "metadata.note.1"),
+    ]
+    for url, body, field in checks:
+        r = _post(raw, url, body)
+        assert _fields(r) == [field], (url, r.text)
+        assert raw.get("/healthz").status_code == 200  # the connection was not reset
+    doc = raw.get(f"/studies/{sid}/export").json()
+    if "\x00" in bad:  # (httpx cannot put a lone surrogate in a URL)
+        r = _post(raw, "/studies/import", doc, params={"name": bad})
+        assert r.status_code == 422 and r.json()["detail"].startswith("name: "), r.text
+    doc["trials"][0]["worker_id"] = bad
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})
+    assert r.status_code == 422 and "trials.0.worker_id" in r.json()["detail"], r.text
+    assert [s.id for s in api.list_studies()] == [sid]
+    assert api.get_trial(b.trial_id).state == "running"
+    assert len(api.list_trials(sid)) == 2
+
+
+# -- 4. lease ownership ---------------------------------------------------------------------
+def test_every_write_on_a_trial_must_name_its_lease_holder(api: MFMSClient, raw) -> None:
+    s = api.create_study(study_body(strategy={"name": "random"}))
+    a = api.next_trial("w1", study_id=s.id)
+    tid, step = a.trial_id, a.checkpoints[0]
+    losses = fake_losses(a.mixture, step)
+    writes = ((f"/trials/{tid}/heartbeat", {}),
+              (f"/trials/{tid}/measurements", {"step": step, "losses": losses}),
+              (f"/trials/{tid}/complete", {"cost": 1.0,
+                                           "losses": fake_losses(a.mixture, a.steps)}),
+              (f"/trials/{tid}/fail", {"reason": "stolen"}))
+    for url, body in writes:
+        assert _fields(raw.post(url, json=body)) == ["worker_id"], url
+        r = raw.post(url, json={**body, "worker_id": "thief"})
+        assert r.status_code == 409, (url, r.text)
+        assert "leased to worker 'w1', not 'thief'" in r.json()["detail"]
+    assert raw.post(f"/trials/{tid}/heartbeat").status_code == 422  # no body at all
+    t = api.get_trial(tid)
+    assert t.state == "running" and t.measurements == [] and t.worker_id == "w1"
+    # the typed client sends the worker id it claimed the trial with unless told otherwise
+    api.heartbeat(tid)
+    api.post_measurement(tid, step, losses)
+    assert api.complete_trial(tid, cost=1.0).state == "completed"
+    b = api.next_trial("w2", study_id=s.id)
+    with pytest.raises(ConflictError, match="leased to worker 'w2', not 'w1'"):
+        api.fail_trial(b.trial_id, "x", worker_id="w1")
+    assert api.fail_trial(b.trial_id, "x").state == "failed"
