@@ -126,6 +126,8 @@ def _log_cell(m: Sequence[float]) -> str:
 def _ratio_cell(m: Sequence[float] | None) -> str:
     if not m or math.isnan(m[0]):
         return "-"
+    if math.isinf(m[0]) and math.isinf(m[1]):
+        return "inf (it never settles)"
 
     def x(v: float) -> str:
         return "-" if math.isnan(v) else ("inf" if math.isinf(v) else f"{v:.2g}")
@@ -148,13 +150,14 @@ def format_table(summary: dict[str, Any], reference: str = REFERENCE) -> str:
             mark = ""
             if row["capped"]:
                 mark, capped = f" *{row['capped']}/{row['runs']}", True
+            speedup = ("-" if strat == reference
+                       else _ratio_cell(row["speedup_settle"].get("0.5pct")))
             settle = [_cost_cell(row["settle"][k], b) if k in row["settle"] else "-"
                       for k in ("0.5pct", "0.25pct", "u10")]
             lines.append(
                 f"| {prob} | {strat}{mark} | {' | '.join(settle)} | "
                 f"{_cost_cell(row['first_hit']['0.5pct'], b)} | {_gap_cell(row['final_gap'])} | "
-                f"{_log_cell(row['mean_log_gap'])} | "
-                f"{_ratio_cell(row['speedup_settle'].get('0.5pct'))} |")
+                f"{_log_cell(row['mean_log_gap'])} | {speedup} |")
     if capped:
         lines.append("\n`*n/m`: n of the m runs were stopped by `--max-trials` before the "
                      "budget was spent.")
