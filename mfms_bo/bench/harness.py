@@ -32,7 +32,8 @@ from mfms_bo.strategies import STRATEGIES, make_strategy
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 __all__ = ["RunResult", "TrialRecord", "run_one", "run_benchmark", "default_budget",
-           "load_problem", "random_history", "reference_mixture", "start_cost"]
+           "load_problem", "random_history", "reference_mixture", "start_cost",
+           "evaluate_trial"]
 
 
 @dataclass
@@ -153,6 +154,15 @@ def start_cost(problem: Problem) -> float:
     return float(min(problem.cost(m, problem.steps[0]) for m in problem.model_sizes))
 
 
+def evaluate_trial(problem: Problem, spec: TrialSpec, seed: int) -> TrialResult:
+    """Run ``spec`` on ``problem``: its noisy learning curve and its cost, as a completed
+    trial. The one place a benchmark turns a proposal into a result (the harness, the
+    latency benchmarks and the strategy tests all go through it)."""
+    points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps, seed=seed)
+    return TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
+                       cost=float(problem.cost(spec.model_size, spec.steps)))
+
+
 def run_one(problem: Problem, strategy: str, seed: int, budget: float,
             max_trials: int = 2000, options: dict[str, Any] | None = None) -> RunResult:
     """One strategy on one problem until the budget is spent (``max_trials``: a safety net
@@ -180,12 +190,10 @@ def run_one(problem: Problem, strategy: str, seed: int, budget: float,
         if not specs:
             break
         spec = specs[0]
-        points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps,
-                                  seed=seed * 100_000 + len(history))
-        cost = float(problem.cost(spec.model_size, spec.steps))
+        result = evaluate_trial(problem, spec, seed * 100_000 + len(history))
+        cost = float(result.cost)  # type: ignore[arg-type]
         spent += cost
-        history.append(TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
-                                   cost=cost))
+        history.append(result)
         tp = time.perf_counter()
         rec = strat.recommend(history)
         t_prop += time.perf_counter() - tp
@@ -210,11 +218,9 @@ def random_history(problem: Problem, n_trials: int, seed: int = 0) -> list[Trial
     for i in range(n_trials):
         m = float(rng.choice(problem.model_sizes))
         z = int(rng.integers(problem.steps[0], problem.steps[1] + 1))
-        mix = space.mixtures.to_dict(W[i])
-        pts = problem.evaluate(mix, m, z, seed=seed * 1000 + i)
-        spec = TrialSpec(mix, m, z, space.fidelities.checkpoint_steps(z))
-        out.append(TrialResult(spec, tuple(Measurement(s, v) for s, v in pts),
-                               float(problem.cost(m, z))))
+        spec = TrialSpec(space.mixtures.to_dict(W[i]), m, z,
+                         space.fidelities.checkpoint_steps(z))
+        out.append(evaluate_trial(problem, spec, seed * 1000 + i))
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from mfms_bo.bench.harness import run_one
+from mfms_bo.bench.harness import evaluate_trial, run_one
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems import all_problems
 from mfms_bo.bench.problems.simulated import make_simulated
@@ -25,7 +25,7 @@ from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies import STRATEGIES, Strategy, make_strategy
 from mfms_bo.strategies.screen import run_key
-from mfms_bo.trials import Measurement, TrialResult, TrialSpec
+from mfms_bo.trials import TrialResult, TrialSpec
 
 pytest.importorskip("lightgbm")  # regmix: the `peers` extra
 
@@ -100,12 +100,7 @@ def _drive(problem, name: str, budget: float, seed: int = 0, options: dict | Non
         if not specs:
             run.stopped = True
             break
-        spec = specs[0]
-        points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps,
-                                  seed=seed * 100_000 + len(run.history))
-        cost = float(problem.cost(spec.model_size, spec.steps))
-        run.history.append(TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
-                                       cost=cost))
+        run.history.append(evaluate_trial(problem, specs[0], seed * 100_000 + len(run.history)))
         sealed.sealed = True
         rec = strat.recommend(run.history)
         if pure:
@@ -169,9 +164,7 @@ def test_run_one_passes_the_budget_and_the_harness_stops_there(problems):
 
 
 def _evaluated(problem, specs: list[TrialSpec]) -> list[TrialResult]:
-    return [TrialResult(sp, tuple(Measurement(s, v) for s, v in problem.evaluate(
-        dict(sp.mixture), sp.model_size, sp.steps, seed=i)), cost=problem.cost(
-        sp.model_size, sp.steps)) for i, sp in enumerate(specs)]
+    return [evaluate_trial(problem, sp, i) for i, sp in enumerate(specs)]
 
 
 def test_pending_trials_count_against_the_budget(problems):

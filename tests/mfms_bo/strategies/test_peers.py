@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from mfms_bo.bench.harness import run_one
+from mfms_bo.bench.harness import evaluate_trial, run_one
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems import all_problems
 from mfms_bo.errors import ValidationError
@@ -23,7 +23,7 @@ from mfms_bo.space import SearchSpace
 from mfms_bo.strategies import STRATEGIES, make_strategy
 from mfms_bo.strategies.peers import PEERS_HINT, mixture_to_unit, unit_to_mixture
 from mfms_bo.strategies.peers.dehb import assign_levels
-from mfms_bo.trials import Measurement, TrialResult, TrialSpec
+from mfms_bo.trials import TrialResult, TrialSpec
 
 PACKAGES = {"tpe": "optuna", "dehb": "dehb"}
 PROBLEMS = ("sim-k3", "mixinglaws-5mix")
@@ -57,13 +57,8 @@ def _drive(problem, name: str, seed: int, budget: float) -> list[TrialResult]:
         specs = strat.propose(history, [], 1)
         if not specs:
             break
-        spec = specs[0]
-        points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps,
-                                  seed=seed * 100_000 + len(history))
-        cost = float(problem.cost(spec.model_size, spec.steps))
-        spent += cost
-        history.append(TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
-                                   cost=cost))
+        history.append(evaluate_trial(problem, specs[0], seed * 100_000 + len(history)))
+        spent += float(history[-1].cost)
     return history
 
 
@@ -72,10 +67,7 @@ def _key(mixture, model_size, steps) -> tuple:
             float(model_size), int(steps))
 
 
-def _evaluate(problem, spec: TrialSpec, seed: int) -> TrialResult:
-    points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps, seed=seed)
-    return TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
-                       cost=float(problem.cost(spec.model_size, spec.steps)))
+_evaluate = evaluate_trial
 
 
 # -- through the harness ---------------------------------------------------------------------

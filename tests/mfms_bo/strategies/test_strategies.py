@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 import torch
 
+from mfms_bo.bench.harness import evaluate_trial
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.bench.problems.simulated import make_simulated
 from mfms_bo.errors import MFMSError, UnknownStrategyError, ValidationError
@@ -48,11 +49,7 @@ def _make(name: str, space: SearchSpace, seed: int = 0) -> Strategy:
     return make_strategy(name, space, seed, GP_OPTIONS if name in GP_STRATEGIES else None)
 
 
-def _evaluate(problem, spec: TrialSpec, seed: int) -> TrialResult:
-    """What :func:`mfms_bo.bench.harness.run_one` does with a proposal."""
-    points = problem.evaluate(dict(spec.mixture), spec.model_size, spec.steps, seed=seed)
-    return TrialResult(spec, tuple(Measurement(s, dict(v)) for s, v in points),
-                       cost=float(problem.cost(spec.model_size, spec.steps)))
+_evaluate = evaluate_trial  # what :func:`mfms_bo.bench.harness.run_one` does with a proposal
 
 
 def _w(spec: TrialSpec, space: SearchSpace) -> torch.Tensor:
