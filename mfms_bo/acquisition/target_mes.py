@@ -6,7 +6,7 @@ correlated with the target (a small model) moves any one mixture's target mean b
 fraction ``rho`` of its sd, and KG's value of that falls off like ``exp(-gap^2 / (2 rho^2
 sd^2))``: a screening run at the smallest size is worth almost nothing to it even when it
 costs 1/60 of a target run, and the search buys target runs one by one (traced on RegMix,
-bench/README.md). MES values a query by what it tells about the *minimum* target value
+docs/decisions.md). MES values a query by what it tells about the *minimum* target value
 ``f*`` (Wang & Jegelka 2017; the multi-fidelity form of Takeno et al. 2020), which decays
 polynomially in ``rho``, so cheap runs are valued for what they teach about where the
 optimum may be, and the learned correlation between sizes decides how much.

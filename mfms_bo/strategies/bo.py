@@ -77,9 +77,9 @@ class MFMSBO(Strategy):
             where BOHB and Hyperband screen, at 1-3x the cheapest run's cost. On four
             simulated problems, 10 seeds, the cost to 1% of the optimum fell from 0.94 to
             0.69 GPU-h (3.4 to 1.6 on sim-k8-extrap) against ``"mid"``; on the published
-            tables it is on a par (bench/README.md).
-            ``"mid"``: the geometric middle of the steps range (the default until
-            session 13). ``"min"``: the shortest runs; cheap on the simulated problems,
+            tables it is on a par (docs/decisions.md).
+            ``"mid"``: the geometric middle of the steps range (the default before
+            commit 898c6f3). ``"min"``: the shortest runs; cheap on the simulated problems,
             2x dearer on two of the three published tables. ``"max"``: full runs.
         n_steps: step levels on the acquisition grid.
         n_mixtures: random mixtures scored per fidelity.

@@ -7,7 +7,7 @@ point estimate sits at its prior mode, and that one number decides the whole ear
 the generic mode (0.33) says the smallest size shares ~4% of the target's mixture effect,
 so no cheap run looks worth buying; a long one (1.0) says ~52%, so cheap runs look
 decisive even where rankings do not transfer. Measured: each fixed choice wins on some
-problems and loses badly on others (bench/README.md, "Two design alternatives").
+problems and loses badly on others (docs/decisions.md).
 
 Averaging the posterior over a few values of that lengthscale, each weighted by its
 marginal likelihood times the lengthscale prior's density there (a quadrature version of
@@ -18,7 +18,7 @@ value once several sizes have been run: members whose weight falls under ``min_w
 are dropped, so a well-identified surrogate costs the same as a single GP. Weighting by
 the prior matters: equal weights would silently replace the model's prior by a flat one
 over the grid, which puts a third of the belief on "small runs rank like the target"
-and was measured to mislead the search where they do not (bench/README.md).
+and was measured to mislead the search where they do not (docs/decisions.md).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class SurrogateConfig:
             size is 0, the larger of the largest size and the target is 1). Until two
             sizes have been run the data cannot identify it, so this prior alone says how
             much a small run tells about the target's ranking: the generic prior (mode 0.33)
-            says ~4%, 1.0 says ~52%. Measured (bench/README.md, 5 seeds): 0.6 cuts the cost
+            says ~4%, 1.0 says ~52%. Measured (docs/decisions.md, 5 seeds): 0.6 cuts the cost
             to 0.5% of the optimum by 1.2-3.4x on the three published run tables, where
             rankings transfer (rank correlation 0.70-0.97 from the smallest size to the
             target), but on sim-k8-extrap, where they transfer weakly (0.47), the search
@@ -73,7 +73,7 @@ class SurrogateConfig:
             data cannot tell how far mixture effects carry across sizes the search weighs
             both answers, and once they can, the unlikely members drop out. Members are
             weighted by likelihood times the lengthscale prior. Measured with (0.6, 1.0)
-            (bench/README.md, 5 seeds): half the cost to 0.5% on RegMix, but worse final
+            (docs/decisions.md, 5 seeds): half the cost to 0.5% on RegMix, but worse final
             regret on every simulated problem (3x on sim-k8-extrap, where 2 of 5 seeds
             never got within 0.5%), so it is off by default. Additive kernel only.
     """
