@@ -92,7 +92,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "    return trial\n",
            "    trial.heartbeat_at = now\n"
            "    return trial\n",
-           (_T_LEASES,), "a heartbeat does not extend the lease"),
+           (_T_STORAGE, _T_PROTOCOL), "a heartbeat does not extend the lease"),
     Mutant("proposer-lock-ignores-live-holder", _STORAGE,
            "or_(Study.proposer_until.is_(None), Study.proposer_until < now))",
            "or_(Study.proposer_until.is_(None), Study.proposer_until > now - now))",

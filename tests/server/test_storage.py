@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mfms_bo.trials import TrialSpec
+from mfms_bo.study import StudyConfig
+from mfms_bo.trials import Measurement, TrialSpec
 from server import storage
 from server.db import Database
 from server.models import Study, Trial
-from server.schemas import StudyCreate, TrialEnqueue
-from server.study_space import search_space_of_config
 from tests.server.conftest import study_body
 
 T0 = datetime(2030, 1, 1, 12, 0, 0)
@@ -35,8 +34,8 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture
 def study_id(db: Database) -> int:
     with db.session() as s:
-        data = StudyCreate.model_validate(study_body(strategy={"name": "random"}))
-        return storage.create_study(s, data=data, seed=0).id
+        return storage.create_study(s, name="s", seed=0,
+                                    config=study_body(strategy={"name": "random"})).id
 
 
 def _mix(code: float) -> dict[str, float]:
@@ -56,9 +55,10 @@ def _propose(db: Database, study_id: int, codes: list[float]) -> list[int]:
 def _enqueue(db: Database, study_id: int, code: float, model_size: float = 20e6) -> int:
     with db.session() as s:
         study = storage.get_study(s, study_id)
-        data = TrialEnqueue(mixture=_mix(code), model_size=model_size, steps=1000)
-        return storage.enqueue_trial(s, study=study, data=data, now=T0,
-                                     space=search_space_of_config(study.config)).id
+        spec = TrialSpec(mixture=_mix(code), model_size=model_size, steps=1000,
+                         checkpoints=(1000,))
+        return storage.enqueue_trial(s, study=study, spec=spec, now=T0,
+                                     config=StudyConfig.from_dict(study.config)).id
 
 
 def _claim(db: Database, worker: str = "w", max_model_size: float | None = None,
@@ -124,6 +124,26 @@ def test_claim_sets_the_lease_and_a_trial_is_claimed_once(db, study_id) -> None:
         t = storage.get_trial(s, mine)
         assert (t.state, t.worker_id) == ("running", "w1")
         assert t.lease_expires_at == T0 + timedelta(seconds=LEASE)
+
+
+def test_heartbeat_and_reports_renew_the_lease_from_now(db, study_id) -> None:
+    mine = _enqueue(db, study_id, 0.5)
+    assert _claim(db, "w1", now=T0) == mine
+    later = T0 + timedelta(seconds=45)
+    with db.session() as s:
+        t = storage.heartbeat(s, trial_id=mine, worker_id="w1", lease_seconds=LEASE, now=later)
+        assert (t.heartbeat_at, t.lease_expires_at) == (later, later + timedelta(seconds=LEASE))
+    with db.session() as s:  # the renewed lease outlives the claim's
+        assert storage.reap_expired(s, now=T0 + timedelta(seconds=LEASE + 1),
+                                    max_attempts=3) == []
+    with db.session() as s:
+        trial = storage.get_trial(s, mine, lock=True, with_study=True)
+        storage.add_measurement(s, trial=trial, worker_id="w1", lease_seconds=LEASE,
+                                measurement=Measurement(1000, {"code": 2.0, "web": 2.5,
+                                                               "books": 3.0}),
+                                config=StudyConfig.from_dict(trial.study.config),
+                                now=later + timedelta(seconds=45))
+        assert trial.lease_expires_at == later + timedelta(seconds=45 + LEASE)
 
 
 def test_reaper_takes_back_only_expired_leases(db, study_id) -> None:

@@ -73,10 +73,12 @@ def test_full_trial_and_measurement_rules(api: MFMSClient, raw) -> None:
         api.post_measurement(tid, step + 1, losses, worker_id="x")
     with pytest.raises(NotFoundError, match="trial 9999 not found"):
         api.post_measurement(9999, 1, losses, worker_id="w")
-    done = api.complete_trial(tid, cost=12.5, losses=fake_losses(a.mixture, a.steps))
+    final = fake_losses(a.mixture, a.steps)
+    done = api.complete_trial(tid, cost=12.5, losses=final)
     assert done.state == "completed" and done.cost == 12.5
     assert [m.step for m in done.measurements] == sorted({step, a.steps})
-    assert done.objective is not None
+    # the objective of the final report: no objective_weights means the uniform average
+    assert done.objective == pytest.approx(sum(final.values()) / len(final), rel=1e-12)
     assert api.complete_trial(tid, cost=12.5).state == "completed"  # idempotent
     with pytest.raises(ConflictError, match="is completed, not running"):
         api.post_measurement(tid, a.steps - 1, losses)
@@ -97,7 +99,7 @@ def test_heartbeat_extends_lease_and_reports_stop(api: MFMSClient) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
     a = api.next_trial("w", study_id=s.id)
     hb = api.heartbeat(a.trial_id, worker_id="w")
-    assert hb.lease_expires_at >= a.lease_expires_at and not hb.should_stop
+    assert hb.lease_expires_at > a.lease_expires_at and not hb.should_stop  # renewed
     api.stop_study(s.id)
     assert api.heartbeat(a.trial_id).should_stop
     # results of a trial that was running when the study stopped are still recorded
