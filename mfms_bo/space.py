@@ -12,20 +12,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from mfms_bo.errors import ValidationError
+from mfms_bo.limits import MAX_CHECKPOINTS, MAX_DOMAINS, MAX_MODEL_SIZE, MAX_STEPS
 
-__all__ = ["MixtureSpace", "FidelitySpace", "SearchSpace", "project_to_simplex"]
+__all__ = ["MixtureSpace", "FidelitySpace", "SearchSpace", "project_to_simplex",
+           "check_mixture"]
 
 _SUM_TOL = 1e-6  # tolerance on sum(w) == 1 for user-supplied mixtures
-_MAX_DOMAINS = 1024
-_MAX_MODEL_SIZE = 1e13  # parameters; beyond any model anyone trains
-_MAX_STEPS = 10**9
 
 
 def project_to_simplex(V: Tensor, lo: Tensor, hi: Tensor, iters: int = 60) -> Tensor:
@@ -53,6 +53,42 @@ def project_to_simplex(V: Tensor, lo: Tensor, hi: Tensor, iters: int = 60) -> Te
     return W.clamp(min=lo, max=hi)
 
 
+def check_mixture(mixture: Mapping[str, float], domains: Sequence[str],
+                  field_name: str = "mixture") -> Tensor:
+    """A mixture as a ``k`` tensor in ``domains`` order: the one mixture validator (trial
+    mixtures, reported proportions, online mixers' priors), so every path refuses the same
+    inputs with the same messages. Missing domains weigh 0.
+
+    Raises:
+        ValidationError: not an object, unknown domain, a weight that is not a finite number
+            >= 0, or a sum not within 1e-6 of one (the message names ``field_name``).
+    """
+    if not isinstance(mixture, Mapping):
+        raise ValidationError(f"{field_name}: must be an object {{domain: weight}}")
+    unknown = [d for d in mixture if d not in domains]
+    if unknown:
+        raise ValidationError(
+            f"{field_name}: unknown domain(s) {unknown}; known: {list(domains)}"
+        )
+    vals = []
+    for d in domains:
+        v = mixture.get(d, 0.0)
+        try:
+            v = float(v)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"{field_name}[{d!r}]: not a number: {v!r}") from exc
+        if not math.isfinite(v):
+            raise ValidationError(f"{field_name}[{d!r}]: must be finite, got {v}")
+        if v < 0:
+            raise ValidationError(f"{field_name}[{d!r}]: weights must be >= 0, got {v}")
+        vals.append(v)
+    w = torch.tensor(vals, dtype=torch.float64)
+    total = float(w.sum())
+    if abs(total - 1.0) > _SUM_TOL:
+        raise ValidationError(f"{field_name}: weights must sum to 1, got {total:.6g}")
+    return w
+
+
 @dataclass(frozen=True)
 class MixtureSpace:
     """k named domains with per-domain bounds.
@@ -70,8 +106,8 @@ class MixtureSpace:
         object.__setattr__(self, "domains", doms)
         if len(doms) < 2:
             raise ValidationError("domains: at least two domains are needed for a mixture")
-        if len(doms) > _MAX_DOMAINS:
-            raise ValidationError(f"domains: at most {_MAX_DOMAINS} domains, got {len(doms)}")
+        if len(doms) > MAX_DOMAINS:
+            raise ValidationError(f"domains: at most {MAX_DOMAINS} domains, got {len(doms)}")
         if len(set(doms)) != len(doms):
             raise ValidationError("domains: names must be unique")
         for d in doms:
@@ -110,35 +146,12 @@ class MixtureSpace:
         )
 
     def validate(self, mixture: Mapping[str, float], field_name: str = "mixture") -> Tensor:
-        """Check a user mixture and return it as a ``k`` tensor in domain order.
+        """:func:`check_mixture` over these domains, then each weight within its bounds.
 
         Raises:
-            ValidationError: unknown or missing domain, non-finite or negative weight, sum not
-                one (within 1e-6), or a weight outside its bounds.
+            ValidationError: as :func:`check_mixture`, or a weight outside its bounds.
         """
-        if not isinstance(mixture, Mapping):
-            raise ValidationError(f"{field_name}: must be an object {{domain: weight}}")
-        unknown = [d for d in mixture if d not in self.domains]
-        if unknown:
-            raise ValidationError(
-                f"{field_name}: unknown domain(s) {unknown}; known: {list(self.domains)}"
-            )
-        vals = []
-        for d in self.domains:
-            v = mixture.get(d, 0.0)
-            try:
-                v = float(v)
-            except (TypeError, ValueError) as exc:
-                raise ValidationError(f"{field_name}[{d!r}]: not a number: {v!r}") from exc
-            if not math.isfinite(v):
-                raise ValidationError(f"{field_name}[{d!r}]: must be finite, got {v}")
-            if v < 0:
-                raise ValidationError(f"{field_name}[{d!r}]: weights must be >= 0, got {v}")
-            vals.append(v)
-        w = torch.tensor(vals, dtype=torch.float64)
-        total = float(w.sum())
-        if abs(total - 1.0) > _SUM_TOL:
-            raise ValidationError(f"{field_name}: weights must sum to 1, got {total:.6g}")
+        w = check_mixture(mixture, self.domains, field_name)
         lo, hi = self.lower, self.upper
         bad = ((w < lo - 1e-9) | (w > hi + 1e-9)).nonzero().flatten().tolist()
         if bad:
@@ -223,29 +236,29 @@ class FidelitySpace:
         if not sizes:
             raise ValidationError("model_sizes: at least one runnable model size is required")
         for m in (*sizes, float(self.target_model_size)):
-            if not math.isfinite(m) or m <= 0 or m > _MAX_MODEL_SIZE:
+            if not math.isfinite(m) or m <= 0 or m > MAX_MODEL_SIZE:
                 raise ValidationError(
-                    f"model_sizes: sizes must be positive parameter counts <= {_MAX_MODEL_SIZE:g},"
+                    f"model_sizes: sizes must be positive parameter counts <= {MAX_MODEL_SIZE:g},"
                     f" got {m:g}"
                 )
         if len(set(sizes)) != len(sizes):
             raise ValidationError("model_sizes: duplicate sizes")
-        if not (1 <= int(self.steps_min) <= int(self.steps_max) <= _MAX_STEPS):
+        if not (1 <= int(self.steps_min) <= int(self.steps_max) <= MAX_STEPS):
             raise ValidationError(
-                f"steps: need 1 <= min <= max <= {_MAX_STEPS}, got "
+                f"steps: need 1 <= min <= max <= {MAX_STEPS}, got "
                 f"[{self.steps_min}, {self.steps_max}]"
             )
         object.__setattr__(self, "steps_min", int(self.steps_min))
         object.__setattr__(self, "steps_max", int(self.steps_max))
         ts = self.steps_max if self.target_steps is None else int(self.target_steps)
-        if not (self.steps_min <= ts <= _MAX_STEPS):
-            raise ValidationError(f"target.steps: must be in [{self.steps_min}, {_MAX_STEPS}]")
+        if not (self.steps_min <= ts <= MAX_STEPS):
+            raise ValidationError(f"target.steps: must be in [{self.steps_min}, {MAX_STEPS}]")
         object.__setattr__(self, "target_steps", ts)
         object.__setattr__(self, "target_model_size", float(self.target_model_size))
         if float(self.target_model_size) < sizes[0]:
             raise ValidationError("target.model_size: below the smallest runnable size")
-        if not 1 <= int(self.checkpoints) <= 1000:
-            raise ValidationError("checkpoints: must be between 1 and 1000")
+        if not 1 <= int(self.checkpoints) <= MAX_CHECKPOINTS:
+            raise ValidationError(f"checkpoints: must be between 1 and {MAX_CHECKPOINTS}")
 
     @property
     def largest_runnable(self) -> float:
@@ -347,6 +360,36 @@ class SearchSpace:
             if C.ndim != 2 or C.shape[1] != self.mixtures.k or C.shape[0] == 0:
                 raise ValidationError("candidates: need a non-empty p x k table of mixtures")
             object.__setattr__(self, "candidates", C)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SearchSpace:
+        """The space a study config describes (the JSON of a ``POST /studies`` body, or
+        ``mfms_bo.bench.config_of_problem``): the one builder of a space from outside data,
+        so every check on it lives here and its message reaches the client unchanged.
+
+        Raises:
+            ValidationError: naming the field (``mixture_bounds``, ``candidates[3]``, ...).
+        """
+        mixtures = MixtureSpace(tuple(config["domains"]), bounds={
+            d: (float(b[0]), float(b[1])) for d, b in (config.get("mixture_bounds") or {}).items()})
+        target, steps = config["target"], config["steps"]
+        fid = FidelitySpace(
+            model_sizes=tuple(float(m) for m in config["model_sizes"]),
+            steps_min=int(steps["min"]),
+            steps_max=int(steps["max"]),
+            target_model_size=float(target["model_size"]),
+            target_steps=target.get("steps"),
+            checkpoints=int(config.get("checkpoints", 8)),
+        )
+        candidates = None
+        if config.get("candidates"):
+            candidates = torch.stack([mixtures.validate(c, f"candidates[{i}]")
+                                      for i, c in enumerate(config["candidates"])])
+        loss_domains = config.get("loss_domains")
+        if loss_domains is not None and len(loss_domains) == 0:
+            raise ValidationError("loss_domains: must not be empty when given")
+        return cls(mixtures, fid, config.get("objective_weights"), candidates,
+                   tuple(loss_domains) if loss_domains else None)
 
     @property
     def k(self) -> int:

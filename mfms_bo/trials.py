@@ -34,10 +34,12 @@ class TrialSpec:
 
 @dataclass(frozen=True)
 class Measurement:
-    """Per-domain validation losses of a run at one step."""
+    """Per-domain validation losses of a run at one step, and what the run had cost by
+    then (GPU-seconds; None when not reported)."""
 
     step: int
     losses: Mapping[str, float]
+    cost: float | None = None
 
 
 @dataclass(frozen=True)

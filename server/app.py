@@ -28,7 +28,7 @@ from server.maintenance import Maintainer
 from server.observability import Metrics, ObservabilityMiddleware
 from server.proposer import Proposer
 from server.schemas import ErrorBody, error_field
-from server.strategy_cache import StrategyCache
+from server.study_cache import StudyCache
 
 __all__ = ["create_app"]
 
@@ -104,9 +104,9 @@ _ERRORS: dict[int | str, dict] = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url, settings.pool_size)
-    strategies = StrategyCache()
+    study_cache = StudyCache()
     app_metrics = Metrics(db, settings)  # this app's own registry (create_app may run often)
-    proposer = Proposer(db, settings, strategies, metrics=app_metrics)
+    proposer = Proposer(db, settings, study_cache, metrics=app_metrics)
     maintainer = Maintainer(db, proposer, settings)
 
     @asynccontextmanager
@@ -128,10 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "model sizes and training lengths.", responses=_ERRORS)
     app.state.settings = settings
     app.state.db = db
-    app.state.strategies = strategies
+    app.state.studies = study_cache
     app.state.proposer = proposer
     app.state.maintainer = maintainer
-    app.state.insights = Insights(db, strategies)
+    app.state.insights = Insights(db, study_cache)
     app.state.metrics = app_metrics
 
     @app.exception_handler(ServiceError)

@@ -19,8 +19,7 @@ from server import storage
 from server.db import Database
 from server.errors import NotFound
 from server.schemas import Prediction, PredictRequest, PredictResponse, RecommendationPublic
-from server.strategy_cache import StrategyCache
-from server.study_space import search_space_of_config
+from server.study_cache import StudyCache
 
 __all__ = ["Insights"]
 
@@ -31,7 +30,7 @@ def _data_key(history: list[TrialResult]) -> tuple:
 
 
 class Insights:
-    def __init__(self, db: Database, strategies: StrategyCache) -> None:
+    def __init__(self, db: Database, strategies: StudyCache) -> None:
         self.db = db
         self.strategies = strategies
         self._lock = threading.Lock()
@@ -59,7 +58,7 @@ class Insights:
         out = RecommendationPublic(
             study_id=study_id, mixture=rec.mixture, predicted_objective=rec.predicted_objective,
             interval=rec.interval, model_size=rec.model_size, steps=rec.steps,
-            strategy=(config.get("strategy") or {}).get("name", "mfms-bo"),
+            strategy=self.strategies.study(study_id, config, seed).config.strategy,
             trials_used=len(history))
         with self._lock:
             self._recs[study_id] = (key, out)
@@ -67,7 +66,7 @@ class Insights:
 
     def predict(self, study_id: int, req: PredictRequest) -> PredictResponse:
         config, seed, history = self._load(study_id)
-        space = search_space_of_config(config)
+        space = self.strategies.study(study_id, config, seed).config.space
         fid = space.fidelities
         m = float(req.model_size) if req.model_size is not None else fid.target_model_size
         z = int(req.steps) if req.steps is not None else int(fid.target_steps)  # type: ignore

@@ -26,8 +26,7 @@ from server import storage
 from server.config import Settings
 from server.db import Database, utcnow
 from server.models import StudyState, TrialState
-from server.strategy_cache import StrategyCache
-from server.study_space import search_space_of_config
+from server.study_cache import StudyCache
 
 if TYPE_CHECKING:
     from server.observability import Metrics
@@ -47,7 +46,7 @@ class TopUp:
 
 
 class Proposer:
-    def __init__(self, db: Database, settings: Settings, strategies: StrategyCache,
+    def __init__(self, db: Database, settings: Settings, strategies: StudyCache,
                  metrics: Metrics | None = None) -> None:
         self.db = db
         self.settings = settings
@@ -170,7 +169,8 @@ class Proposer:
                 # random trial this time and say so; the next proposal tries the GP again.
                 log.exception("study %d: strategy failed; proposing at random instead",
                               study_id)
-                fallback = RandomSearch(search_space_of_config(config), seed=seed)
+                fallback = RandomSearch(self.strategies.study(study_id, config, seed)
+                                        .config.space, seed=seed)
                 return fallback.propose(history, pending, want, max_model_size)
             self._observe(strategy, t0, fits, proposed=len(specs))
             return specs
@@ -182,13 +182,13 @@ class Proposer:
 
     def _budget_room(self, s, study) -> int:
         """How many more trials the study's budget allows (a large number when unlimited)."""
-        budget = study.config.get("budget") or {}
+        config = self.strategies.config_of(study)
         room = self.settings.queue_max
-        if budget.get("trials") is not None:
-            room = min(room, int(budget["trials"]) - storage.trials_run(s, study.id))
-        if budget.get("cost") is not None:
+        if config.budget_trials is not None:
+            room = min(room, config.budget_trials - storage.trials_run(s, study.id))
+        if config.budget_cost is not None:
             spent = storage.study_costs(s, [study.id])[study.id]
-            if spent >= float(budget["cost"]):
+            if spent >= config.budget_cost:
                 room = 0
         return room
 
@@ -198,7 +198,8 @@ class Proposer:
             # Unlocked pre-check: most calls find work in flight, and must not serialise
             # every /complete on the study row.
             study = storage.get_study(s, study_id)
-            if study.state != StudyState.RUNNING.value or not study.config.get("budget"):
+            if (study.state != StudyState.RUNNING.value
+                    or not self.strategies.config_of(study).has_budget):
                 return False
             counts = storage.study_counts(s, [study_id])[study_id]
             if counts[TrialState.QUEUED.value] or counts[TrialState.RUNNING.value]:
@@ -214,8 +215,8 @@ class Proposer:
         counts = storage.study_counts(s, [study_id])[study_id]
         if counts[TrialState.QUEUED.value] or counts[TrialState.RUNNING.value]:
             return False
-        budget = study.config.get("budget") or {}
-        exhausted = self._budget_room(s, study) <= 0 and bool(budget)
+        exhausted = (self._budget_room(s, study) <= 0
+                     and self.strategies.config_of(study).has_budget)
         if exhausted or nothing_left:
             study.state = StudyState.COMPLETED.value
             log.info("study %d completed (budget spent or nothing left to propose)", study_id)

@@ -19,6 +19,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from mfms_bo.limits import (
+    LOSS_MAX,
+    LOSS_MIN,
+    MAX_CHECKPOINTS,
+    MAX_COST,
+    MAX_DOMAINS,
+    MAX_MODEL_SIZE,
+    MAX_STEPS,
+)
+from mfms_bo.strategies import STRATEGIES
+
 __all__ = [
     "Budget", "StepsRange", "Target", "StrategyConfig", "StudyCreate", "StudyPublic",
     "StudyList", "Capabilities", "NextTrialRequest", "TrialAssignment", "HeartbeatRequest",
@@ -26,22 +37,19 @@ __all__ = [
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
     "OnlineSummary", "ErrorBody", "FieldError", "LossBounds", "StrictInput", "unstorable",
-    "error_field", "LOSS_MIN", "LOSS_MAX",
+    "error_field",
 ]
 
-# The library's registry (``mfms_bo.strategies.STRATEGIES``), spelt out so that the client
-# needs no torch; a test keeps the two equal.
-StrategyName = Literal["mfms-bo", "random", "hyperband", "sf-bo", "mf-bo", "uniform", "screen",
-                       "regmix", "tpe", "dehb"]
+# The names the library's registry holds: the API accepts exactly those, by construction.
+StrategyName = Literal[tuple(STRATEGIES)]
 _NAME = Field(min_length=1, max_length=200)
 # Every write on a trial proves its lease with the worker id it was claimed with.
 _HOLDER = Field(min_length=1, max_length=200,
                 description="the worker holding the trial's lease (its /next-trial worker_id); "
                             "required: another worker's id is a 409")
-_MAX_DOMAINS = 1024
 # In-run mixing (``mfms_bo.online``): a JSON spec such as {"method": "aioli", "eta": 0.2}.
-# Kept as plain JSON here so the client needs no torch; the server validates it with the
-# library's ``controller_from_spec`` (the same call the worker makes) and answers 422.
+# Plain JSON here; the server validates it with the library's ``controller_from_spec`` (the
+# same call the worker makes) and answers 422.
 _ONLINE = Field(None, description='in-run mixing for every trial, e.g. {"method": "aioli", '
                                   '"eta": 0.2, "update_steps": 250}; see mfms_bo.online')
 
@@ -123,10 +131,6 @@ def error_field(error: Mapping[str, Any], prefix: tuple = ("body",)) -> str:
     return ".".join(parts)
 
 
-# Loss sanity bounds (nats): the default when a study sets no ``loss_bounds``.
-LOSS_MIN, LOSS_MAX = 0.0, 1e4
-
-
 class LossBounds(_In):
     """Every loss reported to the study must lie strictly between ``min`` and ``max``
     (default 0 < loss < 1e4 nats): a zero or an absurd value (1e300 is finite) would wreck
@@ -143,13 +147,13 @@ class LossBounds(_In):
 
 
 class Budget(_In):
-    cost: float | None = Field(None, gt=0, le=1e15, description="GPU-seconds")
+    cost: float | None = Field(None, gt=0, le=MAX_COST, description="GPU-seconds")
     trials: int | None = Field(None, gt=0, le=1_000_000)
 
 
 class StepsRange(_In):
-    min: int = Field(ge=1, le=10**9)
-    max: int = Field(ge=1, le=10**9)
+    min: int = Field(ge=1, le=MAX_STEPS)
+    max: int = Field(ge=1, le=MAX_STEPS)
 
     @model_validator(mode="after")
     def _order(self) -> StepsRange:
@@ -159,8 +163,9 @@ class StepsRange(_In):
 
 
 class Target(_In):
-    model_size: float = Field(gt=0, le=1e13, description="parameters; may exceed the ladder")
-    steps: int | None = Field(None, ge=1, le=10**9, description="default: steps.max")
+    model_size: float = Field(gt=0, le=MAX_MODEL_SIZE,
+                              description="parameters; may exceed the ladder")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: steps.max")
 
 
 class StrategyConfig(_In):
@@ -170,7 +175,7 @@ class StrategyConfig(_In):
 
 class StudyCreate(_In):
     name: str = _NAME
-    domains: list[str] = Field(min_length=2, max_length=_MAX_DOMAINS)
+    domains: list[str] = Field(min_length=2, max_length=MAX_DOMAINS)
     objective_weights: dict[str, Annotated[float, Field(le=1e6)]] | None = Field(
         None, description="relative weight of each domain's loss (at most 1e6 each, so the "
                           "objective stays finite); default: the uniform average")
@@ -178,7 +183,7 @@ class StudyCreate(_In):
     model_sizes: list[float] = Field(min_length=1, max_length=64)
     steps: StepsRange
     target: Target
-    checkpoints: int = Field(8, ge=1, le=1000)
+    checkpoints: int = Field(8, ge=1, le=MAX_CHECKPOINTS)
     budget: Budget | None = None
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     seed: int | None = Field(None, ge=0, le=2**31 - 1,
@@ -186,7 +191,7 @@ class StudyCreate(_In):
     candidates: list[dict[str, float]] | None = Field(
         None, max_length=100_000, description="optional finite pool of mixtures to pick from")
     loss_domains: list[str] | None = Field(
-        None, max_length=_MAX_DOMAINS,
+        None, max_length=MAX_DOMAINS,
         description="validation sets losses are reported on, when not the mixture domains")
     online: dict[str, Any] | None = _ONLINE
     loss_bounds: LossBounds = Field(
@@ -230,7 +235,7 @@ class StudyList(BaseModel):
 
 
 class Capabilities(_In):
-    max_model_size: float | None = Field(None, gt=0, le=1e13)
+    max_model_size: float | None = Field(None, gt=0, le=MAX_MODEL_SIZE)
 
 
 class NextTrialRequest(_In):
@@ -267,12 +272,12 @@ class HeartbeatResponse(BaseModel):
 
 
 class MeasurementIn(_In):
-    step: int = Field(ge=0, le=10**9)
-    losses: dict[str, float] = Field(min_length=1, max_length=_MAX_DOMAINS)
-    cost: float | None = Field(None, ge=0, le=1e15, description="GPU-seconds so far")
+    step: int = Field(ge=0, le=MAX_STEPS)
+    losses: dict[str, float] = Field(min_length=1, max_length=MAX_DOMAINS)
+    cost: float | None = Field(None, ge=0, le=MAX_COST, description="GPU-seconds so far")
     worker_id: str = _HOLDER
     proportions: dict[str, float] | None = Field(
-        None, max_length=_MAX_DOMAINS,
+        None, max_length=MAX_DOMAINS,
         description="the mixture the run trained on at this step (online mixing)")
 
 
@@ -289,12 +294,12 @@ class OnlineSummary(_In):
     """Where an online-mixed run ended and what it trained on on average; each a mixture
     over the study's domains."""
 
-    final_proportions: dict[str, float] | None = Field(None, max_length=_MAX_DOMAINS)
-    average_proportions: dict[str, float] | None = Field(None, max_length=_MAX_DOMAINS)
+    final_proportions: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
+    average_proportions: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
 
 
 class CompleteRequest(_In):
-    cost: float = Field(ge=0, le=1e15, description="GPU-seconds the trial cost")
+    cost: float = Field(ge=0, le=MAX_COST, description="GPU-seconds the trial cost")
     losses: dict[str, float] | None = Field(None, description="final losses at `steps`")
     worker_id: str = _HOLDER
     online: OnlineSummary | None = Field(
@@ -306,24 +311,24 @@ class FailRequest(_In):
     reason: str = Field(min_length=1, max_length=20_000)
     retryable: bool = Field(False, description="re-queue the trial if attempts remain")
     worker_id: str = _HOLDER
-    cost: float | None = Field(None, ge=0, le=1e15)
+    cost: float | None = Field(None, ge=0, le=MAX_COST)
 
 
 class _ImportedMeasurement(_In):
-    step: int = Field(ge=0, le=10**9)
-    losses: dict[str, float] = Field(min_length=1, max_length=_MAX_DOMAINS)
-    cost: float | None = Field(None, ge=0, le=1e15)
+    step: int = Field(ge=0, le=MAX_STEPS)
+    losses: dict[str, float] = Field(min_length=1, max_length=MAX_DOMAINS)
+    cost: float | None = Field(None, ge=0, le=MAX_COST)
 
 
 class TrialEnqueue(_In):
     """A trial chosen by a person or imported from an earlier sweep (with its results)."""
 
     mixture: dict[str, float]
-    model_size: float = Field(gt=0, le=1e13)
-    steps: int = Field(ge=1, le=10**9)
-    checkpoints: list[int] | None = Field(None, max_length=1000)
+    model_size: float = Field(gt=0, le=MAX_MODEL_SIZE)
+    steps: int = Field(ge=1, le=MAX_STEPS)
+    checkpoints: list[int] | None = Field(None, max_length=MAX_CHECKPOINTS)
     measurements: list[_ImportedMeasurement] | None = Field(None, max_length=1000)
-    cost: float | None = Field(None, ge=0, le=1e15)
+    cost: float | None = Field(None, ge=0, le=MAX_COST)
     metadata: dict[str, Any] | None = None
     online: dict[str, Any] | None = Field(
         None, description="in-run mixing for this trial, overriding the study's; stored in "
@@ -372,8 +377,8 @@ class RecommendationPublic(BaseModel):
 
 class PredictRequest(_In):
     mixtures: list[dict[str, float]] = Field(min_length=1, max_length=1000)
-    model_size: float | None = Field(None, gt=0, le=1e13, description="default: target")
-    steps: int | None = Field(None, ge=1, le=10**9, description="default: target steps")
+    model_size: float | None = Field(None, gt=0, le=MAX_MODEL_SIZE, description="default: target")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: target steps")
 
 
 class Prediction(BaseModel):

@@ -25,13 +25,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from mfms_bo.errors import ValidationError
-from mfms_bo.space import MixtureSpace, SearchSpace
+from mfms_bo.space import MixtureSpace
+from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement as LibMeasurement
 from mfms_bo.trials import TrialResult, TrialSpec, objective_of
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
-from server.schemas import MeasurementIn, OnlineSummary, StudyCreate, TrialEnqueue
-from server.study_space import check_losses, check_online, check_proportions
+from server.study_space import check_online
 
 __all__ = [
     "create_study", "get_study", "list_studies", "set_study_state", "study_counts",
@@ -45,17 +45,18 @@ _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
 
 
 # -- studies ---------------------------------------------------------------------------------
-def create_study(session: Session, *, data: StudyCreate, seed: int) -> Study:
-    """Insert a validated study (the caller has built its search space and strategy)."""
-    if session.scalar(select(Study.id).where(Study.name == data.name)) is not None:
-        raise Conflict(f"name: a study named {data.name!r} already exists")
-    study = Study(name=data.name, config=data.model_dump(mode="json", exclude={"seed"}),
-                  seed=seed, state=StudyState.RUNNING.value)
+def create_study(session: Session, *, name: str, config: Mapping[str, Any], seed: int
+                 ) -> Study:
+    """Insert a validated study: ``config`` is the JSON a ``StudyConfig`` parses from (the
+    caller has built its strategy from it)."""
+    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise Conflict(f"name: a study named {name!r} already exists")
+    study = Study(name=name, config=dict(config), seed=seed, state=StudyState.RUNNING.value)
     session.add(study)
     try:
         session.flush()
     except IntegrityError as exc:  # a concurrent create with the same name won
-        raise Conflict(f"name: a study named {data.name!r} already exists") from exc
+        raise Conflict(f"name: a study named {name!r} already exists") from exc
     return study
 
 
@@ -250,8 +251,9 @@ def _same_losses(a: Mapping[str, Any], b: Mapping[str, float]) -> bool:
         math.isclose(float(a[k]), float(b[k]), rel_tol=1e-12, abs_tol=1e-15) for k in b)
 
 
-def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
-                    space: SearchSpace, lease_seconds: float, now: datetime
+def add_measurement(session: Session, *, trial: Trial, measurement: LibMeasurement,
+                    worker_id: str, config: StudyConfig, lease_seconds: float, now: datetime,
+                    proportions: Mapping[str, float] | None = None
                     ) -> tuple[Measurement, bool]:
     """Record one checkpoint of a row-locked ``trial``; returns ``(row, created)``.
 
@@ -261,26 +263,25 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
     gives them must give the recorded ones. Posting also renews the lease: a worker that
     reports is alive.
     """
-    losses = check_losses(data.losses, space, trial.study.config)
-    proportions = (None if data.proportions is None else
-                   check_proportions(data.proportions, space.mixtures.domains, "proportions"))
-    if data.step > trial.steps:
-        raise ValidationError(
-            f"step: {data.step} is beyond the trial's steps ({trial.steps})")
+    step = measurement.step
+    losses = config.check_losses(measurement.losses)
+    if proportions is not None:
+        proportions = config.check_proportions(proportions, "proportions")
+    if step > trial.steps:
+        raise ValidationError(f"step: {step} is beyond the trial's steps ({trial.steps})")
     existing = session.scalar(select(Measurement).where(
-        Measurement.trial_id == trial.id, Measurement.step == data.step))
+        Measurement.trial_id == trial.id, Measurement.step == step))
     if existing is not None:
         if not _same_losses(existing.losses, losses):
-            raise Conflict(
-                f"trial {trial.id} already has different losses at step {data.step}")
+            raise Conflict(f"trial {trial.id} already has different losses at step {step}")
         if proportions is not None and (existing.proportions is None or
                                         not _same_losses(existing.proportions, proportions)):
             raise Conflict(
-                f"trial {trial.id} already has different proportions at step {data.step}")
+                f"trial {trial.id} already has different proportions at step {step}")
         return existing, False
-    _leased_trial(session, trial, data.worker_id, "measurement")
-    row = Measurement(trial_id=trial.id, step=data.step, losses=losses, cost=data.cost,
-                      objective=objective_of(losses, space.objective_weights or {}),
+    _leased_trial(session, trial, worker_id, "measurement")
+    row = Measurement(trial_id=trial.id, step=step, losses=losses, cost=measurement.cost,
+                      objective=objective_of(losses, config.space.objective_weights or {}),
                       proportions=proportions, created_at=now)
     session.add(row)
     trial.heartbeat_at = now
@@ -291,20 +292,21 @@ def add_measurement(session: Session, *, trial: Trial, data: MeasurementIn,
 
 def complete_trial(session: Session, *, trial: Trial, cost: float,
                    losses: Mapping[str, float] | None, worker_id: str,
-                   space: SearchSpace, now: datetime, online: OnlineSummary | None = None
-                   ) -> Trial:
+                   config: StudyConfig, now: datetime,
+                   online: Mapping[str, Mapping[str, float] | None] | None = None) -> Trial:
     """Finish a row-locked running trial with its measured cost (idempotent for the same
-    cost). ``online`` is an online-mixed run's summary, each mixture checked against the
-    study's domains before anything is written."""
-    online_result = _online_result(online, space.mixtures.domains)
+    cost). ``online`` is an online-mixed run's summary (``final_proportions``,
+    ``average_proportions``), each mixture checked before anything is written."""
+    online_result = {key: config.check_proportions(value, f"online.{key}")
+                     for key, value in (online or {}).items() if value is not None} or None
     if trial.state == TrialState.COMPLETED.value and trial.cost is not None \
             and math.isclose(trial.cost, cost, rel_tol=1e-9):
         return trial
     _leased_trial(session, trial, worker_id, "complete")
     if losses:
-        add_measurement(session, trial=trial, space=space, lease_seconds=0.0, now=now,
-                        data=MeasurementIn(step=trial.steps, losses=dict(losses), cost=cost,
-                                           worker_id=worker_id))
+        add_measurement(session, trial=trial, config=config, lease_seconds=0.0, now=now,
+                        measurement=LibMeasurement(trial.steps, dict(losses), cost),
+                        worker_id=worker_id)
     n = session.scalar(select(func.count()).select_from(Measurement)
                        .where(Measurement.trial_id == trial.id))
     if not n:
@@ -317,16 +319,6 @@ def complete_trial(session: Session, *, trial: Trial, cost: float,
     trial.lease_expires_at = None
     trial.online_result = online_result
     return trial
-
-
-def _online_result(online: OnlineSummary | None, domains: Sequence[str]
-                   ) -> dict[str, dict[str, float]] | None:
-    """The stored form of a completion's online summary (None when nothing was given)."""
-    if online is None:
-        return None
-    out = {key: check_proportions(value, domains, f"online.{key}")
-           for key, value in online.model_dump(exclude_none=True).items()}
-    return out or None
 
 
 def _requeue(session: Session, trial: Trial, max_attempts: int, now: datetime) -> Trial | None:
@@ -376,45 +368,45 @@ def reap_expired(session: Session, *, now: datetime, max_attempts: int) -> list[
     return [t.id for t in rows]
 
 
-def _checkpoints(given: Sequence[int] | None, steps: int, space: SearchSpace) -> list[int]:
-    if given is None:
-        return list(space.fidelities.checkpoint_steps(steps))
+def _checkpoints(given: Sequence[int], steps: int) -> list[int]:
     out = sorted({int(s) for s in given})
     if not out or out[0] < 1 or out[-1] > steps:
         raise ValidationError(f"checkpoints: need steps in [1, {steps}]")
     return out
 
 
-def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: SearchSpace,
-                  now: datetime) -> Trial:
+def enqueue_trial(session: Session, *, study: Study, config: StudyConfig, spec: TrialSpec,
+                  measurements: Sequence[LibMeasurement] = (), cost: float | None = None,
+                  online: Mapping[str, Any] | None = None, now: datetime) -> Trial:
     """A person's trial: queued to run (claimed before the strategy's), or, when it comes
-    with measurements, recorded as a completed import that informs the surrogate."""
-    if data.measurements:
+    with measurements, recorded as a completed import that informs the surrogate.
+    ``online`` overrides the study's in-run mixing spec for this trial."""
+    space = config.space
+    if measurements:
         # Imports come from earlier sweeps: any simplex point and any size in the modelled
         # range, not just this study's bounds and ladder.
         free = MixtureSpace(space.mixtures.domains)
-        mixture = free.to_dict(free.validate(data.mixture))
+        mixture = free.to_dict(free.validate(spec.mixture))
         fid = space.fidelities
         top = max(fid.largest_runnable, fid.target_model_size)
-        if not fid.model_sizes[0] <= data.model_size <= top:
+        if not fid.model_sizes[0] <= spec.model_size <= top:
             raise ValidationError(
-                f"model_size: {data.model_size:g} outside the modelled range "
+                f"model_size: {spec.model_size:g} outside the modelled range "
                 f"[{fid.model_sizes[0]:g}, {top:g}]")
         trial = Trial(study_id=study.id, state=TrialState.COMPLETED.value, source="import",
-                      priority=0, mixture=mixture, model_size=float(data.model_size),
-                      steps=data.steps, checkpoints=sorted({m.step for m in data.measurements}),
-                      spec_metadata=_trial_metadata(data, space, mixture), cost=data.cost,
-                      created_at=now,
-                      started_at=now, finished_at=now)
+                      priority=0, mixture=mixture, model_size=float(spec.model_size),
+                      steps=spec.steps, checkpoints=sorted({m.step for m in measurements}),
+                      spec_metadata=_trial_metadata(spec, online, space.mixtures.domains,
+                                                    mixture),
+                      cost=cost, created_at=now, started_at=now, finished_at=now)
         session.add(trial)
         session.flush()
         seen: set[int] = set()
-        for i, m in enumerate(data.measurements):
-            losses = check_losses(m.losses, space, study.config,
-                                  f"measurements[{i}].losses")
-            if m.step > data.steps:
+        for i, m in enumerate(measurements):
+            losses = config.check_losses(m.losses, f"measurements[{i}].losses")
+            if m.step > spec.steps:
                 raise ValidationError(
-                    f"measurements[{i}].step: {m.step} is beyond steps ({data.steps})")
+                    f"measurements[{i}].step: {m.step} is beyond steps ({spec.steps})")
             if m.step in seen:
                 raise ValidationError(f"measurements[{i}].step: duplicate step {m.step}")
             seen.add(m.step)
@@ -424,29 +416,30 @@ def enqueue_trial(session: Session, *, study: Study, data: TrialEnqueue, space: 
         return trial
     if StudyState(study.state).is_finished():
         raise Conflict(f"study {study.id} is {study.state}; it takes no new trials to run")
-    mixture = space.mixtures.to_dict(space.mixtures.validate(data.mixture))
-    space.fidelities.validate(data.model_size, data.steps)
+    mixture = space.mixtures.to_dict(space.mixtures.validate(spec.mixture))
+    space.fidelities.validate(spec.model_size, spec.steps)
     trial = Trial(study_id=study.id, state=_Q, source="user", priority=0,
-                  mixture=mixture, model_size=float(data.model_size),
-                  steps=data.steps, checkpoints=_checkpoints(data.checkpoints, data.steps, space),
-                  spec_metadata=_trial_metadata(data, space, mixture), created_at=now)
+                  mixture=mixture, model_size=float(spec.model_size),
+                  steps=spec.steps, checkpoints=_checkpoints(spec.checkpoints, spec.steps),
+                  spec_metadata=_trial_metadata(spec, online, space.mixtures.domains, mixture),
+                  created_at=now)
     session.add(trial)
     session.flush()
     return trial
 
 
-def _trial_metadata(data: TrialEnqueue, space: SearchSpace, mixture: Mapping[str, float]
-                    ) -> dict[str, Any]:
+def _trial_metadata(spec: TrialSpec, online: Mapping[str, Any] | None,
+                    domains: Sequence[str], mixture: Mapping[str, float]) -> dict[str, Any]:
     """The trial's metadata with its ``online`` override, checked against its own mixture.
 
     ``metadata["online"]`` is where ``/next-trial`` looks for the override, so one passed
     inside ``metadata`` is checked the same way (never handed to a worker unchecked); the
-    ``online`` field wins over it.
+    ``online`` argument wins over it.
     """
-    meta = dict(data.metadata or {})
-    online = data.online if data.online is not None else meta.get("online")
+    meta = dict(spec.metadata)
+    online = online if online is not None else meta.get("online")
     if online is not None:
-        check_online(space.mixtures.domains, online, mixture)
+        check_online(domains, online, mixture)
         meta["online"] = online
     return meta
 

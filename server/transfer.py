@@ -38,16 +38,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from mfms_bo.errors import ValidationError as MFMSValidationError
+from mfms_bo.study import StudyConfig
 from server.db import utcnow
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState
 from server.schemas import StrictInput, StudyCreate, error_field
-from server.study_space import (
-    check_losses,
-    check_storable,
-    search_space_of_config,
-    strategy_of_config,
-)
+from server.study_space import check_storable
 
 __all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
            "import_study", "import_backup", "import_document", "find_study",
@@ -240,11 +236,11 @@ def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
         StudyCreate.model_validate({**config, "name": name})
     except ValidationError as exc:
         raise InvalidDocument("study.config." + _first_error(exc)) from None
-    strategy_of_config({**config, "name": name}, part.seed)
-    space = search_space_of_config(config)
+    study_config = StudyConfig.from_dict(config)
+    study_config.make_strategy(part.seed)
     for i, t in enumerate(parsed.trials):  # losses as live reports take them (loss_bounds)
         for j, m in enumerate(t.measurements):
-            check_losses(m.losses, space, config, f"trials[{i}].measurements[{j}].losses")
+            study_config.check_losses(m.losses, f"trials[{i}].measurements[{j}].losses")
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise Conflict(f"name: a study named {name!r} already exists; import it under "
                        "another name (mfms db import FILE --name NEW)")

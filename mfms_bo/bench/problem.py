@@ -6,13 +6,11 @@ pool-based ones, or a user's, loaded with ``mfms bench --problem path/to/file.py
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-import torch
+from mfms_bo.space import SearchSpace
 
-from mfms_bo.space import FidelitySpace, MixtureSpace, SearchSpace
-
-__all__ = ["Problem", "search_space_of"]
+__all__ = ["Problem", "search_space_of", "config_of_problem"]
 
 
 @runtime_checkable
@@ -41,23 +39,27 @@ class Problem(Protocol):
     def optimum(self) -> float | None: ...
 
 
+def config_of_problem(problem: Problem) -> dict[str, Any]:
+    """The study config (``POST /studies`` fields, JSON-ready) that searches ``problem``:
+    what the demo submits and, through :meth:`SearchSpace.from_config`, what the harness
+    searches, so a study and a benchmark run of one problem see the same space."""
+    config: dict[str, Any] = {
+        "domains": list(problem.domains),
+        "model_sizes": [float(m) for m in problem.model_sizes],
+        "steps": {"min": int(problem.steps[0]), "max": int(problem.steps[1])},
+        "target": {"model_size": float(problem.target_model_size),
+                   "steps": int(problem.steps[1])},
+        "checkpoints": int(problem.checkpoints),
+    }
+    if problem.objective_weights:
+        config["objective_weights"] = dict(problem.objective_weights)
+    if problem.candidates is not None:
+        config["candidates"] = [dict(c) for c in problem.candidates]
+    if getattr(problem, "loss_domains", None):
+        config["loss_domains"] = list(problem.loss_domains)
+    return config
+
+
 def search_space_of(problem: Problem) -> SearchSpace:
     """The :class:`SearchSpace` a strategy searches for ``problem``."""
-    mixtures = MixtureSpace(tuple(problem.domains))
-    fid = FidelitySpace(
-        model_sizes=tuple(problem.model_sizes),
-        steps_min=int(problem.steps[0]),
-        steps_max=int(problem.steps[1]),
-        target_model_size=float(problem.target_model_size),
-        target_steps=int(problem.steps[1]),
-        checkpoints=int(problem.checkpoints),
-    )
-    cands = None
-    if problem.candidates is not None:
-        cands = torch.tensor(
-            [[float(c.get(d, 0.0)) for d in problem.domains] for c in problem.candidates],
-            dtype=torch.float64,
-        )
-    loss_domains = getattr(problem, "loss_domains", None)
-    return SearchSpace(mixtures, fid, problem.objective_weights, cands,
-                       tuple(loss_domains) if loss_domains else None)
+    return SearchSpace.from_config(config_of_problem(problem))

@@ -36,32 +36,25 @@ from typing import Any
 
 import numpy as np
 
+from mfms_bo import space
+
 __all__ = ["MixingController", "Stratified", "Static", "check_mixture"]
 
 
 def check_mixture(domains: Sequence[str], p: Mapping[str, float] | Sequence[float],
                   what: str = "mixture") -> np.ndarray:
-    """``p`` as a vector over ``domains``: finite, >= 0, summing to 1 (within 1e-6).
+    """``p`` (by domain, or a vector in ``domains`` order) as a vector over ``domains``,
+    checked by the library's one mixture validator (:func:`mfms_bo.space.check_mixture`).
 
     Raises:
         ValueError: naming the offending domain or the sum.
     """
-    if isinstance(p, Mapping):
-        unknown = sorted(set(p) - set(domains))
-        if unknown:
-            raise ValueError(f"{what}: unknown domain(s) {unknown}; domains are "
-                             f"{list(domains)}")
-        vec = np.array([float(p.get(d, 0.0)) for d in domains], dtype=np.float64)
-    else:
-        vec = np.asarray(list(p), dtype=np.float64)
-        if vec.shape != (len(domains),):
-            raise ValueError(f"{what}: expected {len(domains)} weights, got {vec.shape[0]}")
-    for d, v in zip(domains, vec, strict=True):
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"{what}: weight of {d!r} must be finite and >= 0, got {v}")
-    if abs(vec.sum() - 1.0) > 1e-6:
-        raise ValueError(f"{what}: weights must sum to 1, got {vec.sum():.6g}")
-    return vec
+    if not isinstance(p, Mapping):
+        vec = list(p)
+        if len(vec) != len(domains):
+            raise ValueError(f"{what}: expected {len(domains)} weights, got {len(vec)}")
+        p = dict(zip(domains, vec, strict=True))
+    return space.check_mixture(p, domains, what).numpy()
 
 
 class MixingController(ABC):

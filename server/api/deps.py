@@ -17,8 +17,10 @@ from server.errors import Forbidden, Unauthorized
 from server.insights import Insights
 from server.maintenance import Maintainer
 from server.proposer import Proposer
+from server.study_cache import StudyCache
 
-__all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep", "StudyId",
+__all__ = ["DbDep", "SettingsDep", "ProposerDep", "InsightsDep", "MaintainerDep", "StudiesDep",
+           "StudyId",
            "TrialId", "MAX_ID", "require_admin", "require_worker", "require_read", "check_scope",
            "AdminAuth", "WorkerAuth", "ReadAuth", "Scope"]
 
@@ -43,11 +45,16 @@ def get_maintainer(request: Request) -> Maintainer:
     return request.app.state.maintainer
 
 
+def get_studies(request: Request) -> StudyCache:
+    return request.app.state.studies
+
+
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProposerDep = Annotated[Proposer, Depends(get_proposer)]
 InsightsDep = Annotated[Insights, Depends(get_insights)]
 MaintainerDep = Annotated[Maintainer, Depends(get_maintainer)]
+StudiesDep = Annotated[StudyCache, Depends(get_studies)]
 
 # Ids in URLs: no database stores one beyond 64 bits (SQLite cannot even bind it), so one
 # outside that range is a 422 naming the parameter, not a driver error (500).

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mfms_bo.study import StudyConfig
 from server.config import Settings
 from server.models import Measurement, Study, Trial
 from server.schemas import MeasurementPublic, StudyPublic, TrialAssignment, TrialPublic
 from server.storage import final_objective_of
-from server.study_space import search_space_of_config
 
-__all__ = ["study_public", "trial_public", "measurement_public", "assignment", "online_of"]
+__all__ = ["study_public", "trial_public", "measurement_public", "assignment"]
 
 
 def study_public(study: Study, counts: dict[str, int], cost: float, trials_run: int
@@ -38,19 +36,14 @@ def measurement_public(m: Measurement) -> MeasurementPublic:
                              created_at=m.created_at, proportions=m.proportions)
 
 
-def online_of(trial: Trial) -> dict[str, Any] | None:
-    """The in-run mixing spec a worker runs ``trial`` with: its own override (enqueued with
-    the trial, kept across retries in its metadata), else its study's, else none."""
-    override = (trial.spec_metadata or {}).get("online")
-    return override if override is not None else trial.study.config.get("online")
-
-
-def assignment(trial: Trial, settings: Settings) -> TrialAssignment:
-    space = search_space_of_config(trial.study.config)
+def assignment(trial: Trial, settings: Settings, config: StudyConfig) -> TrialAssignment:
+    """A claimed trial as its worker gets it; its in-run mixing spec is its own override
+    (enqueued with the trial, kept across retries in its metadata), else its study's."""
     assert trial.lease_expires_at is not None
+    override = (trial.spec_metadata or {}).get("online")
     return TrialAssignment(
         trial_id=trial.id, study_id=trial.study_id, mixture=trial.mixture,
         model_size=trial.model_size, steps=trial.steps, checkpoints=list(trial.checkpoints),
         lease_seconds=settings.lease_seconds, lease_expires_at=trial.lease_expires_at,
-        attempt=trial.attempt, loss_domains=list(space.reported_domains),
-        online=online_of(trial))
+        attempt=trial.attempt, loss_domains=list(config.space.reported_domains),
+        online=override if override is not None else config.online)

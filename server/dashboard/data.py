@@ -21,7 +21,7 @@ from server.db import Database
 from server.errors import NotFound
 from server.insights import Insights
 from server.schemas import PredictRequest, TrialPublic
-from server.study_space import search_space_of_config
+from server.study_cache import StudyCache
 
 __all__ = ["study_dashboard", "history_csv", "SLICE_POINTS", "MAX_SLICED_DOMAINS"]
 
@@ -29,7 +29,8 @@ SLICE_POINTS = 15
 MAX_SLICED_DOMAINS = 16  # beyond this, slice the domains with the largest recommended weight
 
 
-def study_dashboard(db: Database, insights: Insights, study_id: int) -> dict[str, Any]:
+def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study_id: int
+                    ) -> dict[str, Any]:
     """The study, its trials, and what the surrogate believes (``None`` parts until the
     first losses arrive)."""
     with db.session() as s:
@@ -38,7 +39,7 @@ def study_dashboard(db: Database, insights: Insights, study_id: int) -> dict[str
         spent = storage.study_costs(s, [study_id])[study_id]
         trials = [trial_public(t) for t in storage.list_trials(s, study_id, None)]
         config, state, name = dict(study.config), study.state, study.name
-    space = search_space_of_config(config)
+        space = studies.config_of(study).space
     domains = list(space.mixtures.domains)
     uniform = _uniform(space)
     out: dict[str, Any] = {

@@ -17,11 +17,10 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from fastapi.templating import Jinja2Templates
 
 from server import storage
-from server.api.deps import DbDep, InsightsDep, ReadAuth, StudyId
+from server.api.deps import DbDep, InsightsDep, ReadAuth, StudiesDep, StudyId
 from server.api.views import trial_public
 from server.dashboard.data import history_csv, study_dashboard
 from server.errors import NotFound
-from server.study_space import search_space_of_config
 
 __all__ = ["router"]
 
@@ -59,21 +58,22 @@ def static_file(name: str) -> Response:
 
 
 @router.get("/studies/{study_id}/dashboard", dependencies=[ReadAuth])
-def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep) -> Response:
+def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep, studies: StudiesDep
+                   ) -> Response:
     """Study, trials, recommendation, uniform mixture's prediction, per-domain slices of
     the surrogate at the target, and best-so-far vs cumulative cost."""
-    data = study_dashboard(db, insights, study_id)
+    data = study_dashboard(db, insights, studies, study_id)
     return Response(json.dumps(data, allow_nan=False, default=str),
                     media_type="application/json")
 
 
 @router.get("/studies/{study_id}/history.csv", dependencies=[ReadAuth],
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
-def history_as_csv(study_id: StudyId, db: DbDep) -> Response:
+def history_as_csv(study_id: StudyId, db: DbDep, studies: StudiesDep) -> Response:
     """Every measurement of every trial, one row each, with the trial's fields."""
     with db.session() as s:
         study = storage.get_study(s, study_id)
-        domains = list(search_space_of_config(study.config).mixtures.domains)
+        domains = list(studies.config_of(study).space.mixtures.domains)
         trials = [trial_public(t) for t in storage.list_trials(s, study_id, None)]
     return PlainTextResponse(history_csv(trials, domains), media_type="text/csv",
                              headers={"Content-Disposition":

@@ -119,7 +119,7 @@ def test_proposer_lock_is_renewed_during_a_slow_proposal(db_url: str) -> None:
     from server.db import Database, utcnow
     from server.models import Study
     from server.proposer import Proposer
-    from server.strategy_cache import StrategyCache
+    from server.study_cache import StudyCache
 
     settings = make_settings(db_url, proposal_lock_seconds=0.6)
     app = create_app(settings)
@@ -128,7 +128,7 @@ def test_proposer_lock_is_renewed_during_a_slow_proposal(db_url: str) -> None:
     db = Database(settings.database_url)
     proposer = Proposer(db, Settings(database_url=settings.database_url,
                                      proposal_lock_seconds=0.6, background=False),
-                        StrategyCache())
+                        StudyCache())
     original = proposer._propose
     seen: list[bool] = []
 

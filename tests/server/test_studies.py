@@ -109,15 +109,6 @@ def test_next_trial_for_a_finished_study_says_why(api: MFMSClient, raw) -> None:
     assert r.status_code == 204 and r.headers["x-mfms-study-state"] == "stopped"
 
 
-def test_the_api_accepts_exactly_the_library_strategies() -> None:
-    import typing
-
-    from mfms_bo.strategies import STRATEGIES
-    from server.schemas import StrategyName
-
-    assert set(typing.get_args(StrategyName)) == set(STRATEGIES)
-
-
 def test_a_screening_study_runs_through_the_api(api: MFMSClient) -> None:
     """The practitioners' baseline is a strategy like any other: it proposes its cheapest
     screening runs first (no budget known to it: the anytime schedule)."""

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Query, status
 
+from mfms_bo.study import StudyConfig
+from mfms_bo.trials import Measurement, TrialSpec
 from server import storage, transfer
 from server.api.deps import (
     AdminAuth,
@@ -14,6 +16,7 @@ from server.api.deps import (
     InsightsDep,
     MaintainerDep,
     ReadAuth,
+    StudiesDep,
     StudyId,
 )
 from server.api.views import study_public, trial_public
@@ -29,7 +32,7 @@ from server.schemas import (
     TrialList,
     TrialPublic,
 )
-from server.study_space import check_online, search_space_of_config, strategy_of_config
+from server.study_space import check_online
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -44,11 +47,12 @@ def _public(s, study) -> StudyPublic:
              dependencies=[AdminAuth])
 def create_study(body: StudyCreate, db: DbDep, maintainer: MaintainerDep) -> StudyPublic:
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31 - 1)
-    strategy_of_config(body.model_dump(mode="json"), seed)  # validates space and options
+    config = body.model_dump(mode="json", exclude={"seed"})
+    StudyConfig.from_dict(config).make_strategy(seed)  # validates space and options
     if body.online is not None:  # the spec every trial's worker will build its mixer from
         check_online(body.domains, body.online)
     with db.session() as s:
-        study = storage.create_study(s, data=body, seed=seed)
+        study = storage.create_study(s, name=body.name, config=config, seed=seed)
         out = _public(s, study)
     maintainer.wake()
     return out
@@ -121,12 +125,19 @@ def stop_study(study_id: StudyId, db: DbDep, maintainer: MaintainerDep) -> Study
 
 @router.post("/{study_id}/trials", response_model=TrialPublic,
              status_code=status.HTTP_201_CREATED, dependencies=[AdminAuth])
-def enqueue_trial(study_id: StudyId, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep
-                  ) -> TrialPublic:
+def enqueue_trial(study_id: StudyId, body: TrialEnqueue, db: DbDep, maintainer: MaintainerDep,
+                  studies: StudiesDep) -> TrialPublic:
     with db.session() as s:
         study = storage.get_study(s, study_id, lock=True)
-        space = search_space_of_config(study.config)
-        trial = storage.enqueue_trial(s, study=study, data=body, space=space, now=utcnow())
+        config = studies.config_of(study)
+        checkpoints = (config.space.fidelities.checkpoint_steps(body.steps)
+                       if body.checkpoints is None else tuple(body.checkpoints))
+        spec = TrialSpec(body.mixture, body.model_size, body.steps, checkpoints,
+                         body.metadata or {})
+        trial = storage.enqueue_trial(
+            s, study=study, config=config, spec=spec, cost=body.cost, online=body.online,
+            measurements=[Measurement(m.step, m.losses, m.cost)
+                          for m in body.measurements or ()], now=utcnow())
         s.refresh(trial)
         out = trial_public(trial)
     maintainer.wake()

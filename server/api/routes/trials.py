@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from mfms_bo.trials import Measurement
 from server import storage
 from server.api.deps import (
     DbDep,
@@ -11,6 +12,7 @@ from server.api.deps import (
     ProposerDep,
     ReadAuth,
     SettingsDep,
+    StudiesDep,
     TrialId,
     WorkerAuth,
 )
@@ -31,7 +33,6 @@ from server.schemas import (
     TrialAssignment,
     TrialPublic,
 )
-from server.study_space import search_space_of_config
 
 router = APIRouter(tags=["trials"])
 
@@ -39,7 +40,8 @@ router = APIRouter(tags=["trials"])
 @router.post("/next-trial", response_model=TrialAssignment, dependencies=[WorkerAuth],
              responses={204: {"description": "no work now; poll again later"}})
 def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: SettingsDep,
-               proposer: ProposerDep, maintainer: MaintainerDep) -> TrialAssignment | Response:
+               proposer: ProposerDep, maintainer: MaintainerDep, studies: StudiesDep
+               ) -> TrialAssignment | Response:
     cap = body.capabilities.max_model_size if body.capabilities else None
     claim = dispatch_next_trial(db, proposer, settings, worker_id=body.worker_id,
                                 study_id=body.study_id, max_model_size=cap)
@@ -49,7 +51,7 @@ def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: 
         if claim.study_state is not None:
             headers["X-MFMS-Study-State"] = claim.study_state
         return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)
-    return assignment(claim.trial, settings)
+    return assignment(claim.trial, settings, studies.config_of(claim.trial.study))
 
 
 @router.get("/trials/{trial_id}", response_model=TrialPublic, dependencies=[ReadAuth])
@@ -76,13 +78,14 @@ def heartbeat(trial_id: TrialId, body: HeartbeatRequest, db: DbDep, settings: Se
              dependencies=[WorkerAuth], responses={201: {"description": "recorded"},
                                                   200: {"description": "already recorded"}})
 def post_measurement(trial_id: TrialId, body: MeasurementIn, response: Response, db: DbDep,
-                     settings: SettingsDep) -> MeasurementPublic:
+                     settings: SettingsDep, studies: StudiesDep) -> MeasurementPublic:
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
-        space = search_space_of_config(trial.study.config)
-        row, created = storage.add_measurement(s, trial=trial, data=body, space=space,
-                                               lease_seconds=settings.lease_seconds,
-                                               now=utcnow())
+        row, created = storage.add_measurement(
+            s, trial=trial, config=studies.config_of(trial.study),
+            measurement=Measurement(body.step, body.losses, body.cost),
+            worker_id=body.worker_id, proportions=body.proportions,
+            lease_seconds=settings.lease_seconds, now=utcnow())
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return measurement_public(row)
 
@@ -102,13 +105,13 @@ def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPubl
 @router.post("/trials/{trial_id}/complete", response_model=TrialPublic,
              dependencies=[WorkerAuth])
 def complete(trial_id: TrialId, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
-             maintainer: MaintainerDep) -> TrialPublic:
+             maintainer: MaintainerDep, studies: StudiesDep) -> TrialPublic:
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
-        space = search_space_of_config(trial.study.config)
-        trial = storage.complete_trial(s, trial=trial, cost=body.cost, losses=body.losses,
-                                       worker_id=body.worker_id, space=space, now=utcnow(),
-                                       online=body.online)
+        trial = storage.complete_trial(
+            s, trial=trial, cost=body.cost, losses=body.losses, worker_id=body.worker_id,
+            config=studies.config_of(trial.study), now=utcnow(),
+            online=body.online.model_dump() if body.online else None)
         return _finished(s, trial, proposer, maintainer)
 
 

@@ -198,7 +198,7 @@ def test_average_proportions_include_the_probes() -> None:
     ({"update_steps": 10}, "LearnParams sweep"),
     ({"one_hot_factor": 0.2}, "one_hot_factor"),
     ({"prior": {"code": 0.5, "web": 0.6}}, "sum to 1"),
-    ({"prior": {"code": -0.5, "web": 1.5}}, "finite and >= 0"),
+    ({"prior": {"code": -0.5, "web": 1.5}}, "must be >= 0"),
     ({"prior": {"cod": 1.0}}, "unknown domain"),
     ({"prior_steps": 10}, "needs a prior"),
     ({"ema": 1.5}, "ema"),
