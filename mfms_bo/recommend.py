@@ -15,12 +15,11 @@ import torch
 
 from mfms_bo.optimize import maximize_on_simplex
 from mfms_bo.space import SearchSpace
-from mfms_bo.surrogate.ensemble import SurrogateEnsemble
 from mfms_bo.surrogate.mfms_gp import MFMSGP
 from mfms_bo.trials import TrialResult, objective_of
 
-__all__ = ["Recommendation", "recommend_from_surrogate", "recommend_best_observed",
-           "final_objective", "Z90"]
+__all__ = ["ObjectivePrediction", "Recommendation", "objective_prediction",
+           "recommend_from_surrogate", "recommend_best_observed", "final_objective", "Z90"]
 
 Z90 = 1.6448536269514722  # two-sided 90% normal quantile
 
@@ -40,8 +39,33 @@ class Recommendation:
     steps: int
 
 
+@dataclass(frozen=True)
+class ObjectivePrediction:
+    """The surrogate's belief about ``n`` points in the objective's units: the predicted
+    value and a 90% credible interval of the noise-free objective, each ``n``."""
+
+    mean: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+
+def objective_prediction(
+    gp: MFMSGP, X: torch.Tensor,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> ObjectivePrediction:
+    """Prediction and 90% interval at ``n x d`` GP inputs ``X``; ``transform`` maps the
+    GP's output scale back to the objective (``exp`` when the GP models log-loss; monotone,
+    so the interval's ends map to the interval's ends)."""
+    m, v = gp.predict(X)
+    sd = v.sqrt()
+    mean, lo, hi = m, m - Z90 * sd, m + Z90 * sd
+    if transform is not None:
+        mean, lo, hi = transform(mean), transform(lo), transform(hi)
+    return ObjectivePrediction(mean, lo, hi)
+
+
 def recommend_from_surrogate(
-    gp: MFMSGP | SurrogateEnsemble,
+    gp: MFMSGP,
     space: SearchSpace,
     n_candidates: int = 2048,
     extra_mixtures: torch.Tensor | None = None,
@@ -72,17 +96,12 @@ def recommend_from_surrogate(
         W_opt, v_opt = maximize_on_simplex(neg_score, space, W[top], rounds=2,
                                            generator=generator)
         w = W_opt[int(torch.argmax(v_opt))].unsqueeze(0)
-    m, v = gp.predict(space.target_inputs(w))
-    sd = float(v[0].sqrt())
-    mu = float(m[0])
-    lo, hi = mu - Z90 * sd, mu + Z90 * sd
-    if transform is not None:
-        mu, lo, hi = (float(transform(torch.tensor(x))) for x in (mu, lo, hi))
+    pred = objective_prediction(gp, space.target_inputs(w), transform)
     fid = space.fidelities
     return Recommendation(
         mixture=space.mixtures.to_dict(w[0]),
-        predicted_objective=mu,
-        interval=(lo, hi),
+        predicted_objective=float(pred.mean[0]),
+        interval=(float(pred.lower[0]), float(pred.upper[0])),
         model_size=fid.target_model_size,
         steps=int(fid.target_steps),  # type: ignore[arg-type]
     )

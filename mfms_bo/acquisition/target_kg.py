@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 
 from mfms_bo.acquisition.base import CostAwareAcquisition
-from mfms_bo.acquisition.own_target import query_target_moments
 from mfms_bo.space import SearchSpace
 from mfms_bo.surrogate.mfms_gp import MFMSGP
 
@@ -53,18 +52,21 @@ class TargetKGPerCost(CostAwareAcquisition):
     def __init__(self, gp: MFMSGP, space: SearchSpace, target_W: Tensor) -> None:
         self.gp = gp
         self.space = space
-        self.XT = space.target_inputs(target_W)
-        self.mu_T, self.V_T, _ = gp.whitened(self.XT)
+        self.target = gp.posterior_points(space.target_inputs(target_W))
 
     def knowledge_gradient(self, X: Tensor) -> Tensor:
         """KG of each ``n x d`` query about the target (objective units)."""
-        gp = self.gp
-        q = query_target_moments(gp, self.space, X)
-        sd_y = (q.var_q + gp.noise_variance).sqrt()
-        cov_T = (gp._k(X, self.XT) - q.V_q.T @ self.V_T) * gp.y_std**2  # n x t
-        # The query's own mixture at the target joins the set, one per row.
-        mu = torch.cat([self.mu_T.expand(X.shape[0], -1), q.mu_own.unsqueeze(-1)], dim=-1)
-        cov = torch.cat([cov_T, q.cov_own.unsqueeze(-1)], dim=-1)
+        query = self.gp.posterior_points(X)
+        # Each query's own mixture at the target joins the set, one per row. Grids score
+        # a mixture at many fidelities, so each distinct mixture's target point is
+        # whitened once (one triangular solve per mixture, not per grid row).
+        W_uniq, inverse = torch.unique(X[:, :-2], dim=0, return_inverse=True)
+        own = self.gp.posterior_points(self.space.target_inputs(W_uniq)).select(inverse)
+        sd_y = (query.var + self.gp.noise_variance).sqrt()
+        mu = torch.cat([self.target.mean.expand(X.shape[0], -1), own.mean.unsqueeze(-1)],
+                       dim=-1)
+        cov = torch.cat([query.covariance(self.target),  # n x t
+                         query.paired_covariance(own).unsqueeze(-1)], dim=-1)
         return knowledge_gradient(mu, cov / sd_y.unsqueeze(-1))
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -21,7 +21,21 @@ from mfms_bo.recommend import Recommendation, recommend_best_observed
 from mfms_bo.space import FidelitySpace, SearchSpace
 from mfms_bo.trials import TrialResult, TrialSpec, objective_of
 
-__all__ = ["Strategy", "training_data", "restrict_fidelities"]
+__all__ = ["Proposal", "Strategy", "training_data", "restrict_fidelities"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one ``proposal`` call produced: the specs, and the surrogate builds it made
+    (model-based strategies; the server's metrics report their timings).
+
+    Attributes:
+        specs: the new trials.
+        fits: one record per surrogate build (:class:`mfms_bo.strategies.bo.SurrogateFit`).
+    """
+
+    specs: list[TrialSpec]
+    fits: tuple[Any, ...] = field(default=())
 
 
 class Strategy(ABC):
@@ -55,6 +69,16 @@ class Strategy(ABC):
 
         ``max_model_size`` is the asking worker's capability; proposals never exceed it.
         """
+
+    def proposal(
+        self,
+        history: Sequence[TrialResult],
+        pending: Sequence[TrialSpec],
+        n: int = 1,
+        max_model_size: float | None = None,
+    ) -> Proposal:
+        """:meth:`propose` with a report of the work done (see :class:`Proposal`)."""
+        return Proposal(self.propose(history, pending, n, max_model_size))
 
     def recommend(self, history: Sequence[TrialResult]) -> Recommendation | None:
         """Best mixture for the target; model-free default: best run at the top fidelity."""

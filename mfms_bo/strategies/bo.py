@@ -14,73 +14,88 @@ different, still useful, trials.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mfms_bo.acquisition import (
-    CostAwareAcquisition,
-    EIPerCost,
-    ModelAveragedAcquisition,
-    TargetKGPerCost,
-    TargetMESPerCost,
-    seed_alpha,
-)
+from mfms_bo.acquisition import CostAwareAcquisition, EIPerCost, TargetKGPerCost, seed_alpha
 from mfms_bo.cost import CostModel
 from mfms_bo.errors import ValidationError
 from mfms_bo.optimize import fidelity_grid, maximize_acquisition
-from mfms_bo.recommend import Recommendation, recommend_from_surrogate
+from mfms_bo.recommend import (
+    ObjectivePrediction,
+    Recommendation,
+    objective_prediction,
+    recommend_from_surrogate,
+)
 from mfms_bo.space import SearchSpace
-from mfms_bo.strategies.base import Strategy, restrict_fidelities, training_data
+from mfms_bo.strategies.base import Proposal, Strategy, restrict_fidelities, training_data
 from mfms_bo.strategies.hyperband import budget_ladder
-from mfms_bo.surrogate.ensemble import SurrogateEnsemble, size_lengthscale_ensemble
 from mfms_bo.surrogate.kernels import KERNEL_DESIGNS
 from mfms_bo.surrogate.mfms_gp import MFMSGP, SurrogateConfig
 from mfms_bo.trials import TrialResult, TrialSpec
 
-Surrogate = MFMSGP | SurrogateEnsemble
+__all__ = ["MFMSBO", "MultiFidelityBO", "SingleFidelityBO", "ACQUISITIONS", "SurrogateFit",
+           "FIT_METADATA_KEY"]
 
-__all__ = ["MFMSBO", "MultiFidelityBO", "SingleFidelityBO", "ACQUISITIONS"]
+ACQUISITIONS = ("kg", "ei")
+#: Spec metadata key under which a proposal records the surrogate fit it came from.
+FIT_METADATA_KEY = "surrogate_fit"
 
-ACQUISITIONS = ("kg", "ei", "mes")
-INIT_STEPS = ("min", "mid", "max", "rung")
+
+@dataclass(frozen=True)
+class SurrogateFit:
+    """One surrogate build for a history.
+
+    Attributes:
+        model: the GP, conditioned on the whole history.
+        trials: how many trials the hyperparameters were optimised on (the refit point).
+        hyperparameters: those hyperparameters; proposals store them in their metadata so
+            any process can continue the schedule from the history alone.
+        optimized: the hyperparameters were optimised in this build (else only conditioned
+            on the new data with the stored ones).
+        seconds: wall time of the build; 0 when it came from the memo.
+        cached: it came from the memo (an identical build earlier in this process).
+    """
+
+    model: MFMSGP
+    trials: int
+    hyperparameters: dict[str, Tensor]
+    optimized: bool
+    seconds: float
+    cached: bool = False
 
 
 class MFMSBO(Strategy):
     """Multi-fidelity, multi-scale BO.
 
+    Stateless in the sense of :class:`Strategy`: a proposal depends on the history, the
+    pending specs and the options only. The hyperparameter refit schedule is derived from
+    the history, and the hyperparameters a proposal was made with travel in its spec's
+    metadata (``FIT_METADATA_KEY``), so a freshly built strategy in another process
+    continues exactly where a long-lived one would. The instance keeps a small memo of
+    surrogate builds keyed on their exact inputs, which saves a refit when ``recommend`` and
+    ``propose`` see the same data and never changes a result.
+
     Args:
         space: search space.
         seed: random seed.
-        acquisition: ``"kg"`` (target knowledge gradient per cost, default), ``"ei"``
-            (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration) or
-            ``"mes"`` (information about the target's minimum per cost,
-            :mod:`mfms_bo.acquisition.target_mes`: values cheap screening runs that KG
-            considers worthless).
-        kernel: surrogate design, ``"additive"`` (default) or ``"seed"``.
+        acquisition: ``"kg"`` (target knowledge gradient per cost, default) or ``"ei"``
+            (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration).
+        kernel: surrogate design, ``"additive"`` (default) or ``"seed"`` (the paper's).
         n_init: initial random trials at the smallest size (default ``max(4, k+1)``),
-            plus one anchor run at the largest runnable size so the GP sees scale early.
-        anchor_steps: ``"min"`` (default) runs the anchor for the fewest steps: a short run
-            at the largest size already shows the GP how loss moves with size, for a
-            fraction of a full run's cost (on sim-k8-extrap, 5 seeds, the cost to reach 1%
-            of the optimum fell from 24.7 to 9.7 GPU-h); ``"max"`` runs it in full.
-        init_steps: steps of the initial runs at the smallest size. Every checkpoint is an
-            observation, so partial curves already show the GP how mixtures rank, for a
-            fraction of the cost of full runs, and the acquisition buys longer runs where
-            they teach the most.
-            ``"rung"`` (default): the steps level whose prior cost is closest to
-            Hyperband's lowest budget (the top fidelity's cost / 3^R, R the most rungs
-            that stay above the cheapest run; see :func:`budget_ladder`), i.e. screen
-            where BOHB and Hyperband screen, at 1-3x the cheapest run's cost. On four
-            simulated problems, 10 seeds, the cost to 1% of the optimum fell from 0.94 to
-            0.69 GPU-h (3.4 to 1.6 on sim-k8-extrap) against ``"mid"``; on the published
-            tables it is on a par (docs/decisions.md).
-            ``"mid"``: the geometric middle of the steps range (the default before
-            commit 898c6f3). ``"min"``: the shortest runs; cheap on the simulated problems,
-            2x dearer on two of the three published tables. ``"max"``: full runs.
+            plus one short anchor run at the largest runnable size so the GP sees scale
+            early. The initial runs stop at Hyperband's lowest budget: every checkpoint is
+            an observation, so partial curves already rank mixtures for a fraction of the
+            cost of full runs, and the acquisition buys longer runs where they teach most
+            (docs/decisions.md has the measurements behind both choices).
         n_steps: step levels on the acquisition grid.
         n_mixtures: random mixtures scored per fidelity.
         surrogate: further :class:`SurrogateConfig` fields.
@@ -98,16 +113,8 @@ class MFMSBO(Strategy):
         n_steps: int = 4,
         n_mixtures: int = 256,
         surrogate: dict | None = None,
-        anchor_steps: str = "min",
-        init_steps: str = "rung",
     ) -> None:
         super().__init__(space, seed)
-        if anchor_steps not in ("min", "max"):
-            raise ValueError(f"anchor_steps must be 'min' or 'max', got {anchor_steps!r}")
-        if init_steps not in INIT_STEPS:
-            raise ValueError(f"init_steps must be one of {INIT_STEPS}, got {init_steps!r}")
-        self.anchor_steps = anchor_steps
-        self.init_steps = init_steps
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
         if kernel not in KERNEL_DESIGNS:
@@ -117,14 +124,7 @@ class MFMSBO(Strategy):
         self.n_init = max(4, space.k + 1) if n_init is None else int(n_init)
         self.n_steps = int(n_steps)
         self.n_mixtures = int(n_mixtures)
-        self._hyper: dict[str, Tensor] | None = None
-        self._fit_trials = 0
-        self._cache: tuple[tuple, Surrogate] | None = None
-        # Instrumentation only (read by the server's metrics): fits made, and the seconds
-        # of the last one and whether it optimised the hyperparameters.
-        self.fit_count = 0
-        self.last_fit_seconds: float | None = None
-        self.last_fit_optimized = False
+        self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
     @property
@@ -148,41 +148,87 @@ class MFMSBO(Strategy):
         return X, torch.log(y.clamp(min=1e-12)), g
 
     # -- surrogate --------------------------------------------------------------------------
-    def surrogate(self, history: Sequence[TrialResult]) -> Surrogate | None:
-        """The GP fitted on ``history`` (cached per history; warm-started across calls),
-        averaged over ``size_lengthscale_grid`` when the config sets one."""
+    def fit_surrogate(self, history: Sequence[TrialResult],
+                      pending: Sequence[TrialSpec] = ()) -> SurrogateFit | None:
+        """The GP for ``history``; None with fewer than two observations.
+
+        The hyperparameters are re-optimised once the number of trials with data has
+        grown by ``refit_growth`` since the newest fit recorded in the specs of
+        ``history`` and ``pending`` (always at least one new trial), warm-started from it;
+        in between the GP conditions on the new data with the recorded hyperparameters.
+        """
         X, y, groups = self._data(history)
         if X.shape[0] < 2:
             return None
-        key = (X.shape[0], float(X.sum()), float(y.sum()))
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
         n_trials = int(torch.unique(groups).numel())
-        optimize = (self._hyper is None
-                    or n_trials >= max(self._fit_trials + 1,
-                                       self._fit_trials * (1.0 + self.config.refit_growth))
-                    or n_trials < self._fit_trials)  # a different history: start over
+        stored = self._stored_fit([r.spec for r in history] + list(pending))
+        fit_trials, warm = stored if stored is not None else (0, None)
+        optimize = (warm is None
+                    or n_trials >= max(fit_trials + 1,
+                                       fit_trials * (1.0 + self.config.refit_growth))
+                    or n_trials < fit_trials)  # a different history: start over
+        seed = self.seed + len(history)
+        key = _fit_key(X, y, groups, warm, optimize, seed)
+        hit = self._memo.get(key)
+        if hit is not None:
+            self._memo.move_to_end(key)
+            return SurrogateFit(hit.model, hit.trials, hit.hyperparameters, hit.optimized,
+                                0.0, cached=True)
         t0 = time.perf_counter()
-        gp = MFMSGP.fit(X, y, groups, self.config, warm_start=self._hyper,
-                        seed=self.seed + len(history), optimize=optimize)
-        if optimize:
-            self._hyper = gp.hyperparameters()
-            self._fit_trials = n_trials
-        model: Surrogate = gp
-        if self.config.size_lengthscale_grid:
-            model = size_lengthscale_ensemble(gp, self.config.size_lengthscale_grid)
-        self.last_fit_seconds = time.perf_counter() - t0
-        self.last_fit_optimized = optimize
-        self.fit_count += 1
-        self._cache = (key, model)
-        return model
+        gp = MFMSGP.fit(X, y, groups, self.config, warm_start=warm, seed=seed,
+                        optimize=optimize)
+        fit = SurrogateFit(
+            model=gp,
+            trials=n_trials if optimize else fit_trials,
+            hyperparameters=gp.hyperparameters() if optimize else warm,  # type: ignore[arg-type]
+            optimized=optimize,
+            seconds=time.perf_counter() - t0,
+        )
+        self._memo[key] = fit
+        while len(self._memo) > 4:
+            self._memo.popitem(last=False)
+        return fit
+
+    def _stored_fit(self, specs: Sequence[TrialSpec]
+                    ) -> tuple[int, dict[str, Tensor]] | None:
+        """The newest ``(trials, hyperparameters)`` this strategy recorded in ``specs``
+        (most trials; the later spec on a tie)."""
+        best: tuple[int, Mapping[str, Any]] | None = None
+        for spec in specs:
+            rec = spec.metadata.get(FIT_METADATA_KEY)
+            if (not isinstance(rec, Mapping) or rec.get("strategy") != self.name
+                    or rec.get("kernel") != self.config.kernel):
+                continue
+            if best is None or int(rec["trials"]) >= best[0]:
+                best = (int(rec["trials"]), rec["hyperparameters"])
+        if best is None:
+            return None
+        return best[0], {k: torch.tensor(v, dtype=torch.float64) for k, v in best[1].items()}
+
+    def _fit_metadata(self, fit: SurrogateFit) -> dict[str, Any]:
+        return {FIT_METADATA_KEY: {
+            "strategy": self.name, "kernel": self.config.kernel, "trials": fit.trials,
+            "hyperparameters": {k: v.tolist() for k, v in fit.hyperparameters.items()}}}
 
     def recommend(self, history: Sequence[TrialResult]) -> Recommendation | None:
-        gp = self.surrogate(history)
-        if gp is None:
+        fit = self.fit_surrogate(history)
+        if fit is None:
             return super().recommend(history)
         g = torch.Generator().manual_seed(self.seed + 17)
-        return recommend_from_surrogate(gp, self.model_space, generator=g, transform=torch.exp)
+        return recommend_from_surrogate(fit.model, self.model_space, generator=g,
+                                        transform=torch.exp)
+
+    def predict(self, history: Sequence[TrialResult], W: Tensor, model_size: float,
+                steps: int) -> ObjectivePrediction | None:
+        """What the surrogate believes the ``n x k`` mixtures ``W`` score at
+        ``(model_size, steps)``, in the objective's units; None before it can be fitted."""
+        fit = self.fit_surrogate(history)
+        if fit is None:
+            return None
+        n = W.shape[0]
+        X = self.model_space.encode(W, torch.full((n,), float(model_size)),
+                                    torch.full((n,), float(steps)))
+        return objective_prediction(fit.model, X, transform=torch.exp)
 
     # -- proposals --------------------------------------------------------------------------
     def _initial(self, index: int, g: torch.Generator, max_model_size: float | None
@@ -203,26 +249,19 @@ class MFMSBO(Strategy):
             w = space.mixtures.project(torch.full((1, space.k), 1.0 / space.k))[0]
         else:
             w = space.mixtures.sample(1, g)[0]
-        size = big if index == self.n_init else small
         if index == self.n_init:
-            steps = fid.steps_min if self.anchor_steps == "min" else fid.steps_max
-        else:
-            steps = self._init_steps(small, max_model_size)
-        return self._spec(w, size, steps, {"phase": "init"})
+            return self._spec(w, big, fid.steps_min, {"phase": "init"})
+        return self._spec(w, small, self._init_steps(small, max_model_size), {"phase": "init"})
 
     def _init_steps(self, size: float, max_model_size: float | None) -> int:
-        fid = self.model_space.fidelities
-        if self.init_steps == "min":
-            return fid.steps_min
-        if self.init_steps == "max":
-            return fid.steps_max
-        if self.init_steps == "mid":
-            return int(round(math.sqrt(fid.steps_min * fid.steps_max)))
-        # "rung": Hyperband's lowest budget, at the smallest size (BOHB screens there too).
+        """Hyperband's lowest budget at the smallest size (BOHB screens there too): the
+        steps level whose prior cost is closest to the top fidelity's cost / 3^R, R the
+        most rungs that stay above the cheapest run (:func:`budget_ladder`)."""
         fids = self._fidelities(max_model_size)
         cost = CostModel()
         want = budget_ladder([float(cost.predict(m, z)) for m, z in fids])[0]
-        steps = sorted({z for m, z in fids if m == size}) or [fid.steps_min]
+        steps = sorted({z for m, z in fids if m == size}) or [
+            self.model_space.fidelities.steps_min]
         return min(steps, key=lambda z: (abs(math.log(float(cost.predict(size, z)) / want)),
                                          z))
 
@@ -237,10 +276,18 @@ class MFMSBO(Strategy):
         n: int = 1,
         max_model_size: float | None = None,
     ) -> list[TrialSpec]:
+        return self.proposal(history, pending, n, max_model_size).specs
+
+    def proposal(
+        self,
+        history: Sequence[TrialResult],
+        pending: Sequence[TrialSpec],
+        n: int = 1,
+        max_model_size: float | None = None,
+    ) -> Proposal:
         self._check_capability(max_model_size)
         g = self._generator(history, pending)
         out: list[TrialSpec] = []
-        gp = None
         started = len(history) + len(pending)
         while len(out) < n and started + len(out) < self._n_initial():
             spec = self._initial(started + len(out), g, max_model_size)
@@ -251,17 +298,18 @@ class MFMSBO(Strategy):
             else:
                 started += 1  # a duplicate draw from a small pool: skip that init slot
         if len(out) == n:
-            return out
-        gp = self.surrogate(history)
-        if gp is None:  # nothing usable observed yet: keep exploring at random
+            return Proposal(out)
+        fit = self.fit_surrogate(history, pending)
+        if fit is None:  # nothing usable observed yet: keep exploring at random
             while len(out) < n:
                 out.append(self._initial(0, g, max_model_size))
-            return out
+            return Proposal(out)
         cost_model = self._cost_model(history)
         fids = self._fidelities(max_model_size)
         best_f = float(self._data(history)[1].min())
         iteration = max(0, len(history) + len(pending) - self._n_initial())
-        gp = gp.fantasize(self._inputs([*pending, *out]))
+        gp = fit.model.fantasize(self._inputs([*pending, *out]))
+        record = self._fit_metadata(fit)
         for _ in range(n - len(out)):
             acq = self._acquisition(gp, best_f, iteration, g)
             q = maximize_acquisition(
@@ -271,12 +319,12 @@ class MFMSBO(Strategy):
             )
             if not math.isfinite(q.score):  # a pool exhausted at every fidelity
                 break
-            spec = self._spec(q.mixture, q.model_size, q.steps, {"acq": self.acquisition,
-                                                                  "score": q.score})
+            spec = self._spec(q.mixture, q.model_size, q.steps,
+                              {"acq": self.acquisition, "score": q.score, **record})
             out.append(spec)
             gp = gp.fantasize(self._inputs([spec]))
             iteration += 1
-        return out
+        return Proposal(out, (fit,))
 
     def _check_capability(self, max_model_size: float | None) -> None:
         """Fail with the ladder message when no size this strategy uses fits the worker."""
@@ -286,22 +334,13 @@ class MFMSBO(Strategy):
                 f"no runnable model size <= {max_model_size:g} for {self.name}; it runs "
                 f"{list(ladder)}")
 
-    def _acquisition(self, gp: Surrogate, best_f: float, iteration: int,
-                     g: torch.Generator):
+    def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int,
+                     g: torch.Generator) -> CostAwareAcquisition:
         if self.acquisition == "ei":
-            def build(m: MFMSGP):
-                return EIPerCost(m, best_f, seed_alpha(iteration))
-        else:
-            target_W = self._target_set(gp, g)
-            if self.acquisition == "mes":
-                def build(m: MFMSGP):
-                    return TargetMESPerCost(m, self.model_space, target_W, g)
-            else:
-                def build(m: MFMSGP):
-                    return TargetKGPerCost(m, self.model_space, target_W)
-        return _per_member(gp, build)
+            return EIPerCost(gp, best_f, seed_alpha(iteration))
+        return TargetKGPerCost(gp, self.model_space, self._target_set(gp, g))
 
-    def _target_set(self, gp: Surrogate, g: torch.Generator, n_top: int = 24,
+    def _target_set(self, gp: MFMSGP, g: torch.Generator, n_top: int = 24,
                     n_random: int = 40) -> Tensor:
         space = self.model_space
         W = space.mixture_candidates(1024, g)
@@ -312,7 +351,7 @@ class MFMSBO(Strategy):
         rand = W[torch.randperm(W.shape[0], generator=g)[:n_random]]
         return torch.cat([top, rand])
 
-    def _top_mixtures(self, gp: Surrogate, g: torch.Generator, n: int = 8) -> Tensor:
+    def _top_mixtures(self, gp: MFMSGP, g: torch.Generator, n: int = 8) -> Tensor:
         space = self.model_space
         if space.candidates is not None:
             return torch.zeros(0, space.k, dtype=torch.float64)
@@ -417,13 +456,20 @@ class SingleFidelityBO(MFMSBO):
                 and r.last_step >= fid.steps_max]
         return training_data(done, self._space1, final_only=True)
 
-    def _acquisition(self, gp: Surrogate, best_f: float, iteration: int, g: torch.Generator):
-        return _per_member(gp, lambda m: EIPerCost(m, best_f, alpha=0.0))
+    def _acquisition(self, gp: MFMSGP, best_f: float, iteration: int,
+                     g: torch.Generator) -> CostAwareAcquisition:
+        return EIPerCost(gp, best_f, alpha=0.0)
 
 
-def _per_member(gp: Surrogate, build: Callable[[MFMSGP], CostAwareAcquisition]
-                ) -> CostAwareAcquisition:
-    """``build(gp)``, or for an ensemble the weighted average of one per member."""
-    if isinstance(gp, SurrogateEnsemble):
-        return ModelAveragedAcquisition([build(m) for m in gp.members], gp.weights)
-    return build(gp)
+def _fit_key(X: Tensor, y: Tensor, groups: Tensor, warm: dict[str, Tensor] | None,
+             optimize: bool, seed: int) -> str:
+    """Digest of everything a surrogate build depends on (besides the strategy's options)."""
+    h = hashlib.blake2b(digest_size=20)
+    for t in (X, y, groups):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    for name in sorted(warm or {}):
+        h.update(name.encode())
+        h.update(warm[name].contiguous().numpy().tobytes())  # type: ignore[index]
+    h.update(f"{optimize}:{seed}".encode())
+    return h.hexdigest()

@@ -22,8 +22,7 @@ from gpytorch.means import LinearMean, Mean
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
-__all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel",
-           "mixture_fidelity_factor"]
+__all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel"]
 
 KERNEL_DESIGNS = ("additive", "seed")
 
@@ -46,27 +45,8 @@ def _lengthscale_prior() -> GammaPrior:
     return GammaPrior(3.0, 6.0)
 
 
-def _transfer_prior(size_lengthscale: float) -> GammaPrior:
-    # Per-dimension Gamma over (size, steps): the size dimension's mode sits at
-    # ``size_lengthscale``, the steps dimension keeps the generic prior.
-    conc = torch.tensor([3.0, 3.0])
-    rate = torch.tensor([2.0 / size_lengthscale, 6.0])
-    return GammaPrior(conc, rate)
-
-
-def build_kernel(design: str, k: int, transfer_lengthscale: float | None = None) -> Kernel:
-    """Covariance module for ``k`` mixture coordinates plus two fidelity columns.
-
-    ``transfer_lengthscale`` (additive design only) is the prior mode of the model-size
-    lengthscale inside the mixture x fidelity factor, i.e. how far along the (scaled) size
-    axis a mixture's advantage keeps its sign. Why it needs its own prior: until two sizes
-    have been run that lengthscale is not identified by the data and stays at its prior,
-    and the generic mode (0.33) says that the smallest size and the target share ~4% of
-    their mixture effect, so nothing cheap is worth running. On the published run tables
-    the smallest size ranks mixtures with Spearman 0.97 (RegMix 1M -> 60M, Data Mixing Laws
-    5Mix) and 0.70 (RedPajama) against the target. ``None`` keeps the generic prior; see
-    :class:`~mfms_bo.surrogate.mfms_gp.SurrogateConfig` for the measured trade-off.
-    """
+def build_kernel(design: str, k: int) -> Kernel:
+    """Covariance module for ``k`` mixture coordinates plus two fidelity columns."""
     w_dims = tuple(range(k))
     f_dims = (k, k + 1)
     if design == "seed":
@@ -80,8 +60,7 @@ def build_kernel(design: str, k: int, transfer_lengthscale: float | None = None)
         )
         kf = MaternKernel(
             nu=2.5, ard_num_dims=2, active_dims=f_dims,
-            lengthscale_prior=(_lengthscale_prior() if transfer_lengthscale is None
-                               else _transfer_prior(transfer_lengthscale)),
+            lengthscale_prior=_lengthscale_prior(),
         )
         kf_trend = MaternKernel(
             nu=2.5, ard_num_dims=2, active_dims=f_dims, lengthscale_prior=_lengthscale_prior()
@@ -90,31 +69,6 @@ def build_kernel(design: str, k: int, transfer_lengthscale: float | None = None)
             kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
         )
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
-
-
-def mixture_fidelity_factor(kernel: Kernel) -> MaternKernel | None:
-    """The (size, steps) kernel that multiplies the mixture kernel in the additive design,
-    or ``None`` for any other kernel tree.
-
-    Its size lengthscale says how far up the ladder a mixture's advantage carries, which
-    is what model averaging over that lengthscale (:mod:`mfms_bo.surrogate.ensemble`)
-    needs to reach.
-    """
-    from gpytorch.kernels import AdditiveKernel, ProductKernel
-
-    if not isinstance(kernel, AdditiveKernel) or len(kernel.kernels) != 2:
-        return None
-    product = kernel.kernels[0]
-    if not isinstance(product, ScaleKernel) or not isinstance(product.base_kernel,
-                                                              ProductKernel):
-        return None
-    parts = product.base_kernel.kernels
-    if len(parts) != 2 or not isinstance(parts[1], MaternKernel):
-        return None
-    factor = parts[1]
-    if factor.lengthscale.numel() != 2:
-        return None
-    return factor
 
 
 def build_mean(design: str, k: int) -> Mean:
@@ -127,17 +81,11 @@ def build_mean(design: str, k: int) -> Mean:
 
 
 def initial_lengthscales(kernel: Kernel, value: float = 0.5) -> None:
-    """Start every lengthscale at ``value``, or higher where a per-dimension prior (the
-    transfer prior) puts its mode higher: a lengthscale the data cannot identify yet then
-    starts where its prior says, not where the optimiser happens to stop."""
+    """Start every lengthscale at ``value``: the middle of the prior's bulk on inputs
+    scaled to ``[0, 1]``, so a fit starts from the same point whatever GPyTorch's default."""
     for module in kernel.modules():
         if isinstance(module, (MaternKernel, RBFKernel)):
-            start = torch.full_like(module.lengthscale, value)
-            prior = getattr(module, "lengthscale_prior", None)
-            if isinstance(prior, GammaPrior) and prior.concentration.numel() > 1:
-                mode = (prior.concentration - 1.0) / prior.rate
-                start = torch.maximum(start, mode.to(start).reshape(start.shape))
-            module.lengthscale = start
+            module.lengthscale = torch.full_like(module.lengthscale, value)
 
 
 KernelFn = Callable[[Tensor, Tensor, bool], Tensor]

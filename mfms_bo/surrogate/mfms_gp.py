@@ -1,6 +1,6 @@
 """The MFMS-GP: a GP over (mixture, log model size, log steps) fitted on every checkpoint.
 
-Design for latency (issue 2: one ``propose`` under 2 s with 300 trials x 8 checkpoints):
+Designed for latency (one ``propose`` under 2 s with 300 trials x 8 checkpoints):
 
 * hyperparameters are fitted by marginal likelihood (``fit_gpytorch_mll``) on a seeded
   subsample of at most ``max_fit_points`` observations, warm-started from the previous fit;
@@ -11,13 +11,16 @@ Design for latency (issue 2: one ``propose`` under 2 s with 300 trials x 8 check
   "kriging believer" fantasies reuse that factor instead of going through GPyTorch's
   generic prediction path, which would rebuild caches per call.
 
-All public inputs are GP inputs ``n x d`` (see :meth:`SearchSpace.encode`); outputs are in
-the objective's own units (outcome standardisation is undone here).
+This module is the surrogate's whole interface: acquisitions, the recommendation and the
+server's ``/predict`` use :meth:`MFMSGP.predict`, :meth:`MFMSGP.predict_mean`,
+:meth:`MFMSGP.posterior_points` (cross-covariances between point sets) and
+:meth:`MFMSGP.fantasize`. All inputs are GP inputs ``n x d`` (see
+:meth:`SearchSpace.encode`); all outputs are in the objective's own units (outcome
+standardisation is undone here, and nothing outside reads the standardised internals).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -29,14 +32,14 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from mfms_bo.surrogate.kernels import (
+    KERNEL_DESIGNS,
     build_kernel,
     build_mean,
     compile_kernel,
     initial_lengthscales,
-    mixture_fidelity_factor,
 )
 
-__all__ = ["MFMSGP", "SurrogateConfig", "thin_observations"]
+__all__ = ["MFMSGP", "PosteriorPoints", "SurrogateConfig", "thin_observations"]
 
 
 @dataclass(frozen=True)
@@ -55,27 +58,6 @@ class SurrogateConfig:
             one new trial); in between it conditions on the new data with the previous
             hyperparameters. 0.05 means every trial up to 20 trials and every 15th at 300,
             which keeps one proposal under the latency target (bench/latency.py).
-        transfer_lengthscale: ``None`` (default) or the prior mode of the model-size
-            lengthscale inside the mixture x fidelity factor (scaled log size: the smallest
-            size is 0, the larger of the largest size and the target is 1). Until two
-            sizes have been run the data cannot identify it, so this prior alone says how
-            much a small run tells about the target's ranking: the generic prior (mode 0.33)
-            says ~4%, 1.0 says ~52%. Measured (docs/decisions.md, 5 seeds): 0.6 cuts the cost
-            to 0.5% of the optimum by 1.2-3.4x on the three published run tables, where
-            rankings transfer (rank correlation 0.70-0.97 from the smallest size to the
-            target), but on sim-k8-extrap, where they transfer weakly (0.47), the search
-            trusts its small runs and does not get within 0.5% in 40 trials (3 of 5 seeds at
-            0.6, 5 of 5 at 1.0). Set it when you know your domains' rankings transfer
-            across your ladder. Additive kernel only.
-        size_lengthscale_grid: extra values of that same size lengthscale to average over
-            (:mod:`mfms_bo.surrogate.ensemble`): the posterior becomes a mixture of the
-            fitted GP and one copy per value, weighted by marginal likelihood, so while the
-            data cannot tell how far mixture effects carry across sizes the search weighs
-            both answers, and once they can, the unlikely members drop out. Members are
-            weighted by likelihood times the lengthscale prior. Measured with (0.6, 1.0)
-            (docs/decisions.md, 5 seeds): half the cost to 0.5% on RegMix, but worse final
-            regret on every simulated problem (3x on sim-k8-extrap, where 2 of 5 seeds
-            never got within 0.5%), so it is off by default. Additive kernel only.
     """
 
     kernel: str = "additive"
@@ -84,26 +66,19 @@ class SurrogateConfig:
     maxiter: int = 100
     warm_maxiter: int = 30
     refit_growth: float = 0.05
-    transfer_lengthscale: float | None = None
-    size_lengthscale_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        grid = self.size_lengthscale_grid
-        if not isinstance(grid, (tuple, list)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and v > 0 for v in grid):
-            raise ValueError("size_lengthscale_grid must be a list of positive numbers, "
-                             f"got {grid!r}")
-        object.__setattr__(self, "size_lengthscale_grid", tuple(float(v) for v in grid))
-        if grid and self.kernel != "additive":
-            raise ValueError("size_lengthscale_grid needs kernel 'additive' (the seed design "
-                             "has no separate mixture x fidelity factor)")
-        t = self.transfer_lengthscale
-        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise ValueError(f"transfer_lengthscale must be a positive number or null, got {t!r}")
-        if t is not None and self.kernel != "additive":
-            raise ValueError("transfer_lengthscale needs kernel 'additive' (the seed design "
-                             "has no separate mixture x fidelity factor)")
+        checks = (("max_fit_points", self.max_fit_points, 1), ("max_condition_points",
+                  self.max_condition_points, 1), ("maxiter", self.maxiter, 0),
+                  ("warm_maxiter", self.warm_maxiter, 0))
+        for name, value, low in checks:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.kernel not in KERNEL_DESIGNS:
+            raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
+        g = self.refit_growth
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:
+            raise ValueError(f"refit_growth must be a number in [0, 10], got {g!r}")
 
 
 def thin_observations(groups: Tensor, steps: Tensor, cap: int) -> Tensor:
@@ -185,7 +160,7 @@ class MFMSGP:
             y: ``n`` objective values (lower is better).
             groups: ``n`` trial ids used to thin learning curves; defaults to one per point.
             config: :class:`SurrogateConfig`.
-            warm_start: a previous fit's ``state_dict`` (hyperparameters) to start from.
+            warm_start: a previous fit's :meth:`hyperparameters` to start from.
             optimize: ``False`` keeps ``warm_start``'s hyperparameters as they are and only
                 conditions on the data (ignored without a usable warm start).
             seed: seeds the fitting subsample.
@@ -214,7 +189,7 @@ class MFMSGP:
             model = SingleTaskGP(
                 Xf,
                 yf,
-                covar_module=build_kernel(cfg.kernel, k, cfg.transfer_lengthscale),
+                covar_module=build_kernel(cfg.kernel, k),
                 mean_module=build_mean(cfg.kernel, k),
                 outcome_transform=None,
             )
@@ -242,12 +217,10 @@ class MFMSGP:
         return cls(model, X, y, y_mean, y_std)
 
     def hyperparameters(self) -> dict[str, Tensor]:
-        """State dict minus training data, for warm-starting the next fit."""
-        return {
-            k: v.detach().clone()
-            for k, v in self.model.state_dict().items()
-            if not k.startswith("train") and "prediction" not in k
-        }
+        """The fitted parameters (raw, as GPyTorch stores them), for warm-starting a later
+        fit or conditioning new data on them; priors and constraints are rebuilt by
+        :meth:`fit` and need not travel."""
+        return {k: v.detach().clone() for k, v in self.model.named_parameters()}
 
     # -- raw kernel pieces (standardised units) ---------------------------------------------
     def _k(self, X1: Tensor, X2: Tensor) -> Tensor:
@@ -272,8 +245,7 @@ class MFMSGP:
             Ks = self._k(self.train_X, X)  # n_train x n
             mean = self._m(X) + Ks.T @ self._alpha
             V = torch.linalg.solve_triangular(self._L, Ks, upper=False)
-            prior_var = self._prior_var(X)
-            var = (prior_var - (V * V).sum(0)).clamp(min=1e-12)
+            var = (self._kernel_diag(X, X) - (V * V).sum(0)).clamp(min=1e-12)
         return self.y_mean + self.y_std * mean, var * self.y_std**2
 
     def predict_mean(self, X: Tensor) -> Tensor:
@@ -284,75 +256,29 @@ class MFMSGP:
             mean = self._m(X) + self._k(self.train_X, X).T @ self._alpha
         return self.y_mean + self.y_std * mean
 
-    def _prior_var(self, X: Tensor) -> Tensor:
-        return self.kernel_diag(X, X)
+    def posterior_points(self, X: Tensor) -> PosteriorPoints:
+        """The posterior at ``n x d`` inputs, kept in a form whose cross-covariances with
+        any other point set cost one matrix product: knowledge-gradient acquisitions need
+        the covariance of thousands of queries with the same target set."""
+        X = X.to(torch.float64)
+        with torch.no_grad():
+            Ks = self._k(self.train_X, X)  # n_train x n
+            mean = self._m(X) + Ks.T @ self._alpha
+            V = torch.linalg.solve_triangular(self._L, Ks, upper=False)
+            var = (self._kernel_diag(X, X) - (V * V).sum(0)).clamp(min=1e-12)
+        return PosteriorPoints(self, X, self.y_mean + self.y_std * mean, var * self.y_std**2,
+                               V)
 
-    def kernel_diag(self, X1: Tensor, X2: Tensor) -> Tensor:
+    def covariance(self, X1: Tensor, X2: Tensor) -> Tensor:
+        """Posterior covariance ``n1 x n2`` of the latent objective (objective units)."""
+        return self.posterior_points(X1).covariance(self.posterior_points(X2))
+
+    def _kernel_diag(self, X1: Tensor, X2: Tensor) -> Tensor:
         """Prior covariance of matching rows, ``k(X1[i], X2[i])`` (standardised units)."""
         if self._kernel is not None:
             return self._kernel(X1, X2, True)
         with torch.no_grad():
             return self.model.covar_module(X1, X2, diag=True).to_dense().reshape(-1)
-
-    def whitened(self, X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(mean, V, prior_cov_diag)`` with ``V = L^-1 K(train, X)`` (``n_train x n``).
-
-        Posterior cross-covariances follow as ``K(X1, X2) - V1^T V2``; acquisitions that need
-        many of them compute ``V`` once per point set.
-        """
-        X = X.to(torch.float64)
-        with torch.no_grad():
-            Ks = self._k(self.train_X, X)
-            mean = self._m(X) + Ks.T @ self._alpha
-            V = torch.linalg.solve_triangular(self._L, Ks, upper=False)
-        return self.y_mean + self.y_std * mean, V, self._prior_var(X)
-
-    def covariance(self, X1: Tensor, X2: Tensor) -> Tensor:
-        """Posterior covariance ``n1 x n2`` of the latent objective (objective units)."""
-        _, V1, _ = self.whitened(X1)
-        _, V2, _ = self.whitened(X2)
-        return (self._k(X1.to(torch.float64), X2.to(torch.float64)) - V1.T @ V2) * self.y_std**2
-
-    def log_marginal_likelihood(self) -> float:
-        """Exact log evidence of the conditioned (standardised) data under these
-        hyperparameters, from the cached factor; compares hyperparameter settings on the
-        same data (:mod:`mfms_bo.surrogate.ensemble`)."""
-        with torch.no_grad():
-            resid = (self.train_y - self.y_mean) / self.y_std - self._m(self.train_X)
-            n = resid.numel()
-            fit = float(resid @ self._alpha)
-            logdet = float(torch.log(self._L.diagonal()).sum())
-        return -0.5 * fit - logdet - 0.5 * n * math.log(2.0 * math.pi)
-
-    def with_size_lengthscale(self, value: float) -> MFMSGP | None:
-        """A copy whose mixture x fidelity factor has size lengthscale ``value`` (all other
-        hyperparameters kept), conditioned on the same data; ``None`` when the kernel has
-        no such factor (the seed design)."""
-        model = copy.deepcopy(self.model)
-        factor = mixture_fidelity_factor(model.covar_module)
-        if factor is None:
-            return None
-        with torch.no_grad():
-            ls = factor.lengthscale.detach().clone()
-            ls[..., 0] = float(value)
-            factor.lengthscale = ls
-        return MFMSGP(model, self.train_X, self.train_y, self.y_mean, self.y_std)
-
-    def size_lengthscale(self) -> float | None:
-        """The fitted size lengthscale of the mixture x fidelity factor (None without one)."""
-        factor = mixture_fidelity_factor(self.model.covar_module)
-        return None if factor is None else float(factor.lengthscale.detach().reshape(-1)[0])
-
-    def size_lengthscale_log_prior(self) -> float:
-        """Log density of the size lengthscale under its own prior (0 without a prior)."""
-        factor = mixture_fidelity_factor(self.model.covar_module)
-        prior = None if factor is None else getattr(factor, "lengthscale_prior", None)
-        if prior is None:
-            return 0.0
-        with torch.no_grad():
-            ls = factor.lengthscale.detach().reshape(-1)
-            log_p = prior.log_prob(ls).reshape(-1)
-        return float(log_p[0])
 
     @property
     def noise_variance(self) -> float:
@@ -386,6 +312,41 @@ class MFMSGP:
             self.y_std,
             cholesky=L,
         )
+
+
+@dataclass(frozen=True)
+class PosteriorPoints:
+    """The posterior of an :class:`MFMSGP` at ``n`` inputs (objective units).
+
+    Attributes:
+        X: ``n x d`` the inputs.
+        mean: ``n`` posterior means.
+        var: ``n`` latent posterior variances (noise excluded).
+    """
+
+    gp: MFMSGP
+    X: Tensor
+    mean: Tensor
+    var: Tensor
+    _V: Tensor  # n_train x n: L^-1 K(train, X), in standardised units
+
+    def covariance(self, other: PosteriorPoints) -> Tensor:
+        """Posterior covariance ``n x m`` between these points and ``other``'s ``m``."""
+        gp = self.gp
+        with torch.no_grad():
+            return (gp._k(self.X, other.X) - self._V.T @ other._V) * gp.y_std**2
+
+    def paired_covariance(self, other: PosteriorPoints) -> Tensor:
+        """Posterior covariance of row ``i`` here with row ``i`` of ``other`` (``n``)."""
+        gp = self.gp
+        with torch.no_grad():
+            k = gp._kernel_diag(self.X, other.X)
+            return (k - (self._V * other._V).sum(0)) * gp.y_std**2
+
+    def select(self, index: Tensor) -> PosteriorPoints:
+        """The points at ``index`` (repeats allowed)."""
+        return PosteriorPoints(self.gp, self.X[index], self.mean[index], self.var[index],
+                               self._V[:, index])
 
 
 def _fit_subset(groups: Tensor, steps: Tensor, cap: int, seed: int) -> Tensor:

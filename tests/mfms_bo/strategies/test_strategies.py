@@ -16,8 +16,8 @@ from mfms_bo.optimize import fidelity_grid
 from mfms_bo.recommend import Recommendation, final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies import STRATEGIES, Strategy, make_strategy
+from mfms_bo.strategies.bo import FIT_METADATA_KEY, MFMSBO
 from mfms_bo.strategies.hyperband import budget_ladder
-from mfms_bo.surrogate import SurrogateEnsemble
 from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
@@ -416,24 +416,18 @@ def test_failed_trials_still_inform(problem):
         _check_spec(specs[0], space)
 
 
-@pytest.mark.parametrize(("anchor_steps", "expected"), [("min", 500), ("max", 4000)])
-def test_mfms_bo_initial_design_and_its_cheap_anchor(anchor_steps: str, expected: int) -> None:
+def test_mfms_bo_initial_design_and_its_cheap_anchor() -> None:
     """The initial design: ``n_init`` short runs at the smallest size (Hyperband's lowest
-    budget: 1000 of 500..4000 steps here), then one anchor at the largest runnable size -
-    by default a short one."""
+    budget: 1000 of 500..4000 steps here), then one short anchor at the largest runnable
+    size."""
     space = search_space_of(_problem())
-    strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "anchor_steps": anchor_steps})
+    strat = make_strategy("mfms-bo", space, 0, GP_OPTIONS)
     specs = strat.propose([], [], n=strat._n_initial())
     assert [s.model_size for s in specs] == [20e6] * strat.n_init + [60e6]
-    assert [s.steps for s in specs] == [1000] * strat.n_init + [expected]
-    mid = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "mid"})
-    assert {s.steps for s in mid.propose([], [], n=mid.n_init)} == {1414}  # sqrt(500 * 4000)
-    with pytest.raises(ValueError, match="anchor_steps"):
-        make_strategy("mfms-bo", space, 0, {"anchor_steps": "mid"})
-    full = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "max"})
-    assert {s.steps for s in full.propose([], [], n=full.n_init)} == {4000}
-    with pytest.raises(ValueError, match="init_steps"):
-        make_strategy("mfms-bo", space, 0, {"init_steps": "all"})
+    assert [s.steps for s in specs] == [1000] * strat.n_init + [500]
+    for removed in ("anchor_steps", "init_steps"):
+        with pytest.raises(UnknownStrategyError, match=removed):
+            make_strategy("mfms-bo", space, 0, {removed: "min"})
 
 
 def test_budget_ladder_is_hyperbands_geometric_rungs() -> None:
@@ -446,10 +440,10 @@ def test_budget_ladder_is_hyperbands_geometric_rungs() -> None:
 
 
 def test_mfms_bo_rung_initial_design_screens_at_hyperbands_lowest_budget() -> None:
-    """``init_steps="rung"``: the initial runs at the smallest size use the steps level
+    """The initial runs at the smallest size use the steps level
     whose prior cost is closest to Hyperband's lowest rung (BOHB's screening budget)."""
     space = search_space_of(_problem())  # 20M / 60M, steps 500..4000, grid 500/1000/2000/4000
-    strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "init_steps": "rung"})
+    strat = make_strategy("mfms-bo", space, 0, GP_OPTIONS)
     specs = strat.propose([], [], n=strat.n_init)
     want = budget_ladder([m * z for m, z in fidelity_grid(space, strat.n_steps, None)])[0]
     assert want == pytest.approx(60e6 * 4000 / 9)  # 24x cost range: two rungs below the top
@@ -458,52 +452,112 @@ def test_mfms_bo_rung_initial_design_screens_at_hyperbands_lowest_budget() -> No
     assert {s.model_size for s in specs} == {20e6}
 
 
-def test_mfms_bo_averages_over_the_size_lengthscale_while_sizes_are_unexplored() -> None:
-    """With ``size_lengthscale_grid`` the surrogate after the one-size initial design is an
-    ensemble (the data cannot tell how mixture effects carry across sizes), and proposals
-    and recommendations built on it keep the contract."""
+def _gp_history(problem, strat: Strategy, n: int) -> list[TrialResult]:
+    history: list[TrialResult] = []
+    for i in range(n):
+        history.append(_evaluate(problem, strat.propose(history, [], 1)[0], seed=i))
+    return history
+
+
+@pytest.mark.parametrize("name", GP_STRATEGIES)
+def test_gp_strategy_is_a_function_of_its_history(name: str) -> None:
+    """Any process rebuilds the strategy and proposes the same: a long-lived instance that
+    built every earlier proposal and recommendation, and a fresh one that only sees the
+    history (the server after a restart, or another server process), agree exactly."""
     problem = _problem()
     space = search_space_of(problem)
-    options = {**GP_OPTIONS, "surrogate": {**GP_OPTIONS["surrogate"],
-                                           "size_lengthscale_grid": [0.6, 1.0]}}
-    strat = make_strategy("mfms-bo", space, 0, options)
-    history = [_evaluate(problem, s, seed=i)
-               for i, s in enumerate(strat.propose([], [], n=strat.n_init))]
-    ens = strat.surrogate(history)
-    assert isinstance(ens, SurrogateEnsemble) and len(ens.members) >= 2
-    assert abs(float(ens.weights.sum()) - 1.0) < 1e-12
-    batch = strat.propose(history, [], 3)
-    assert len(batch) == 3
-    for spec in batch:
-        _check_spec(spec, space)
-    assert not any(_same(a, b, space) for i, a in enumerate(batch) for b in batch[i + 1:])
-    rec = strat.recommend(history)
-    space.mixtures.validate(rec.mixture)
-    lo, hi = rec.interval
-    assert lo <= rec.predicted_objective <= hi
+    lived = _make(name, space)
+    history = _gp_history(problem, lived, 9)
+    for i in range(6, 9):
+        lived.recommend(history[:i])  # exercise its memo on shorter histories
+    fresh = _make(name, space)
+    assert fresh.propose(history, [], 2) == lived.propose(history, [], 2)
+    assert fresh.recommend(history) == lived.recommend(history)
+    pending = lived.propose(history, [], 1)
+    assert _make(name, space).propose(history, pending, 1) == lived.propose(history, pending, 1)
 
 
-@pytest.mark.parametrize("pool", [None, 12])
-def test_mfms_bo_with_max_value_entropy_proposes_valid_distinct_batches(pool) -> None:
-    """``acquisition="mes"``: past the initial design every proposal comes from the MES
-    acquisition, stays in the space, and a batch with a pending trial repeats nothing."""
-    problem = _problem(pool)
+def _fit_record(spec: TrialSpec) -> dict:
+    return dict(spec.metadata[FIT_METADATA_KEY])
+
+
+def test_mfms_bo_refit_schedule_is_read_from_the_history() -> None:
+    """Hyperparameters are re-optimised once the trials have grown by ``refit_growth``
+    since the newest fit recorded in the specs; in between the GP conditions on new data
+    with the recorded hyperparameters - exactly those, whatever process built them."""
+    problem = _problem()
     space = search_space_of(problem)
-    strat = make_strategy("mfms-bo", space, 0, {**GP_OPTIONS, "acquisition": "mes"})
-    history: list[TrialResult] = []
-    for i in range(strat._n_initial() + 2):
-        spec = strat.propose(history, [], 1)[0]
-        _check_spec(spec, space)
-        history.append(_evaluate(problem, spec, i))
-    assert history[-1].spec.metadata.get("acq") == "mes"
-    pending = strat.propose(history, [], 1)
-    batch = strat.propose(history, pending, 3)
-    assert len(batch) == 3 and all(s.metadata.get("acq") == "mes" for s in batch)
-    keys = {(tuple(sorted(s.mixture.items())), s.model_size, s.steps) for s in
-            [*pending, *batch]}
-    assert len(keys) == 4
-    for s in batch:
-        _check_spec(s, space)
+    options = {**GP_OPTIONS, "surrogate": {**GP_OPTIONS["surrogate"], "refit_growth": 0.5}}
+    strat = make_strategy("mfms-bo", space, 0, options)
+    assert isinstance(strat, MFMSBO)
+    history = _gp_history(problem, strat, strat._n_initial() + 1)
+    n = len(history)
+    first = strat.fit_surrogate(history[:-1])
+    assert first is not None and first.optimized and first.trials == n - 1
+    record = _fit_record(history[-1].spec)
+    assert record["trials"] == n - 1 and record["strategy"] == "mfms-bo"
+    # n - 1 -> n trials is less than 50% growth: condition only, with the stored values.
+    fit = strat.fit_surrogate(history)
+    assert fit is not None and not fit.optimized and fit.trials == n - 1
+    for key, value in fit.hyperparameters.items():
+        assert value.tolist() == record["hyperparameters"][key]
+    # Change the stored hyperparameters: a conditioning-only build must use them as given.
+    noise_key = next(k for k in record["hyperparameters"] if "noise" in k)
+    edited = {**record, "hyperparameters": {**record["hyperparameters"], noise_key: [0.05]}}
+    spec = replace(history[-1].spec, metadata={**history[-1].spec.metadata,
+                                               FIT_METADATA_KEY: edited})
+    moved = [*history[:-1], replace(history[-1], spec=spec)]
+    fit2 = make_strategy("mfms-bo", space, 0, options).fit_surrogate(moved)
+    assert fit2 is not None and not fit2.optimized
+    assert fit2.hyperparameters[noise_key].tolist() == [0.05]
+    assert fit2.model.noise_variance != fit.model.noise_variance
+    # Enough new trials: re-optimise, warm-started from the record.
+    grown = _gp_history(problem, strat, math.ceil((n - 1) * 1.5))
+    # Keep only the record made at n - 1 trials (as if no proposal had refitted since).
+    grown = [r if i < n else replace(r, spec=replace(r.spec, metadata={}))
+             for i, r in enumerate(grown)]
+    refit = strat.fit_surrogate(grown)
+    assert refit is not None and refit.optimized and refit.trials == len(grown)
+    # Another strategy's or kernel's record is never used as a warm start.
+    other = make_strategy("mfms-bo", space, 0, {**options, "kernel": "seed"})
+    assert other.fit_surrogate(history).optimized
+
+
+def test_mfms_bo_memo_never_changes_a_result() -> None:
+    """The memo is keyed on every input of a build: an identical build is served from it
+    (no time spent), a different history is not."""
+    problem = _problem()
+    space = search_space_of(problem)
+    strat = make_strategy("mfms-bo", space, 0, GP_OPTIONS)
+    assert isinstance(strat, MFMSBO)
+    history = _gp_history(problem, strat, strat._n_initial() + 2)
+    a = strat.fit_surrogate(history)
+    b = strat.fit_surrogate(history)
+    assert a is not None and b is not None and b.cached and b.model is a.model
+    assert b.seconds == 0.0 and a.seconds > 0
+    c = strat.fit_surrogate(history[:-1])
+    assert c is not None and c.model is not a.model
+    proposal = strat.proposal(history, [], 1)
+    assert len(proposal.specs) == 1 and len(proposal.fits) == 1
+
+
+def test_mfms_bo_predicts_in_objective_units() -> None:
+    """``predict`` maps the log-objective GP back: the prediction sits inside its interval
+    and close to the observed objective where a run was made."""
+    problem = _problem()
+    space = search_space_of(problem)
+    strat = make_strategy("mfms-bo", space, 0, GP_OPTIONS)
+    assert isinstance(strat, MFMSBO)
+    assert strat.predict([], torch.full((1, 3), 1 / 3, dtype=torch.float64), 20e6, 500) is None
+    history = _gp_history(problem, strat, strat._n_initial() + 2)
+    last = history[-1]
+    W = _w(last.spec, space).unsqueeze(0)
+    pred = strat.predict(history, W, last.spec.model_size, last.last_step)
+    assert pred is not None
+    assert float(pred.lower[0]) < float(pred.mean[0]) < float(pred.upper[0])
+    observed = final_objective(last, space)
+    assert observed is not None
+    assert float(pred.mean[0]) == pytest.approx(observed, rel=0.02)
 
 
 def test_pool_rerun_exclusion_covers_the_requested_steps_not_the_last_checkpoint() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mfms_bo.surrogate import KERNEL_DESIGNS, MFMSGP, SurrogateConfig, thin_observations
-from mfms_bo.surrogate.kernels import build_kernel, build_mean, initial_lengthscales
+from mfms_bo.surrogate.kernels import build_kernel, build_mean
 
 NOISE_SD = 0.005
 
@@ -75,14 +75,20 @@ def test_covariance_diagonal_matches_predict(fitted):
     assert torch.allclose(C2, joint[:4, 4:], atol=1e-10)
 
 
-def test_whitened_matches_predict(fitted):
-    _, gp, _, _ = fitted
+def test_posterior_points_match_predict_and_covariance(fitted):
+    _, gp, X, _ = fitted
     Xt, _, _ = _data(6, seed=3)
-    mean, V, prior = gp.whitened(Xt)
+    pts = gp.posterior_points(Xt)
     m2, v2 = gp.predict(Xt)
-    assert torch.allclose(mean, m2)
-    var = (prior - (V * V).sum(0)).clamp(min=1e-12) * gp.y_std**2
-    assert torch.allclose(var, v2, rtol=1e-9, atol=1e-14)
+    assert torch.allclose(pts.mean, m2)
+    assert torch.allclose(pts.var, v2, rtol=1e-9, atol=1e-14)
+    other = gp.posterior_points(X[:5])
+    assert torch.allclose(pts.covariance(other), gp.covariance(Xt, X[:5]), atol=1e-12)
+    # Paired rows are the diagonal of the cross-covariance; select picks (and repeats) rows.
+    picked = other.select(torch.tensor([4, 0, 0, 1, 2, 3]))
+    full = gp.covariance(Xt, X[torch.tensor([4, 0, 0, 1, 2, 3])])
+    assert torch.allclose(pts.paired_covariance(picked), full.diagonal(), atol=1e-12)
+    assert torch.allclose(pts.paired_covariance(pts), pts.var, rtol=1e-9, atol=1e-12)
 
 
 def test_fantasize_collapses_variance_and_keeps_mean(fitted):
@@ -218,61 +224,3 @@ def test_thin_keeps_last_step_and_respects_cap(cap):
     per = max(1, cap // n_groups)
     for gi in range(n_groups):
         assert int((groups[keep] == gi).sum()) <= per
-
-
-def _one_size_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs at the smallest size only (scaled log size 0), steps across the range: the
-    situation right after the initial design, where the size lengthscale of the mixture
-    factor is not identified by the data."""
-    g = torch.Generator().manual_seed(seed)
-    W = _dirichlet(n, 3, g)
-    z = torch.rand(n, 1, generator=g, dtype=torch.float64)
-    X = torch.cat([W, torch.zeros(n, 1, dtype=torch.float64), z], -1)
-    f = 2.0 + 0.3 * (W[:, 0] - 0.5) ** 2 - 0.2 * z[:, 0]
-    return X, f + NOISE_SD * torch.randn(n, generator=g, dtype=torch.float64)
-
-
-def _size_correlation(gp: MFMSGP) -> float:
-    """Prior correlation of a mixture *difference* at the smallest size (scaled log size 0)
-    with the same difference at the target (1), under the fitted hyperparameters: how much
-    a small run's ranking says about the target's. Differences cancel the shared trend."""
-    W = torch.tensor([[0.6, 0.2, 0.2], [0.2, 0.4, 0.4]], dtype=torch.float64)
-    def at(size: float) -> torch.Tensor:
-        return torch.cat([W, torch.full((2, 1), size, dtype=W.dtype),
-                          torch.ones(2, 1, dtype=W.dtype)], -1)
-    X = torch.cat([at(0.0), at(1.0)])
-    K = gp._k(X, X)
-    d = torch.tensor([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]], dtype=K.dtype)
-    C = d @ K @ d.T
-    return float(C[0, 1] / (C[0, 0] * C[1, 1]).sqrt())
-
-
-def test_transfer_prior_sets_the_unidentified_size_lengthscale():
-    kernel = build_kernel("additive", 3, transfer_lengthscale=0.8)
-    initial_lengthscales(kernel)
-    mixture_factor = kernel.kernels[0].base_kernel.kernels[1]
-    assert mixture_factor.lengthscale.shape == (1, 2)
-    assert float(mixture_factor.lengthscale.detach()[0, 0]) == pytest.approx(0.8)
-    assert float(mixture_factor.lengthscale.detach()[0, 1]) == pytest.approx(0.5)  # steps: generic
-
-
-def test_transfer_prior_lets_small_runs_inform_the_target_size():
-    X, y = _one_size_data(30, seed=3)
-    generic = MFMSGP.fit(X, y, config=SurrogateConfig(maxiter=60))
-    transfer = MFMSGP.fit(X, y, config=SurrogateConfig(maxiter=60, transfer_lengthscale=1.0))
-    # With the generic prior the smallest size and the target share almost nothing; with
-    # the transfer prior half the mixture effect carries over (Matern-5/2 at distance 1
-    # and lengthscale 1 is 0.52).
-    assert _size_correlation(generic) < 0.2
-    assert _size_correlation(transfer) > 0.4
-
-
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "long"])
-def test_transfer_lengthscale_is_validated(bad):
-    with pytest.raises(ValueError, match="transfer_lengthscale"):
-        SurrogateConfig(transfer_lengthscale=bad)
-
-
-def test_transfer_lengthscale_needs_the_additive_design():
-    with pytest.raises(ValueError, match="additive"):
-        SurrogateConfig(kernel="seed", transfer_lengthscale=1.0)
