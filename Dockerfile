@@ -22,6 +22,8 @@ FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY mfms_bo mfms_bo
+COPY mfms_client mfms_client
+COPY mfms_cli mfms_cli
 COPY server server
 COPY workers workers
 COPY migrations migrations

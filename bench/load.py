@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "MFMS_DATABASE_URL": url, "MFMS_API_TOKEN": ""}
     env.pop("MFMS_API_TOKEN")
     server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--upgrade",
+        [sys.executable, "-m", "mfms_cli", "serve", "--port", str(port), "--upgrade",
          "--log-level", "warning", "--workers", str(args.server_workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -125,7 +125,7 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> ServerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
+                [sys.executable, "-m", "mfms_cli", "serve", "--port", str(self.port),
                  "--log-level", "warning", "--workers", str(self.processes)],
                 env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

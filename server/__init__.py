@@ -1,6 +1,5 @@
 """The mfms-bo service: studies, trials and measurements behind a REST API.
 
-Importing this package is cheap and web-free; :mod:`server.client` needs httpx, pydantic
-and the library, so a worker or an orchestrator can use the client without FastAPI or
-SQLAlchemy loaded.
+Its wire contract (request/response models, the typed client) lives in :mod:`mfms_client`,
+which the workers use too; the server never imports the workers.
 """

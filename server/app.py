@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mfms_bo.errors import MFMSError
+from mfms_client.schemas import ErrorBody, error_field
 from server import dashboard, migrate
 from server.api.routes import health, metrics, studies, trials
 from server.config import Settings
@@ -27,7 +28,6 @@ from server.insights import Insights
 from server.maintenance import Maintainer
 from server.observability import Metrics, ObservabilityMiddleware
 from server.proposer import Proposer
-from server.schemas import ErrorBody, error_field
 from server.study_cache import StudyCache
 
 __all__ = ["create_app"]

@@ -15,10 +15,10 @@ from mfms_bo.errors import ValidationError
 from mfms_bo.recommend import Z90
 from mfms_bo.space import FidelitySpace, SearchSpace
 from mfms_bo.trials import TrialResult
+from mfms_client.schemas import Prediction, PredictRequest, PredictResponse, RecommendationPublic
 from server import storage
 from server.db import Database
 from server.errors import NotFound
-from server.schemas import Prediction, PredictRequest, PredictResponse, RecommendationPublic
 from server.study_cache import StudyCache
 
 __all__ = ["Insights"]

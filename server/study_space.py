@@ -11,7 +11,7 @@ from typing import Any
 
 from mfms_bo.errors import ValidationError
 from mfms_bo.online import controller_from_spec
-from server.schemas import unstorable
+from mfms_client.schemas import unstorable
 
 __all__ = ["check_online", "check_storable"]
 

@@ -39,10 +39,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from mfms_bo.errors import ValidationError as MFMSValidationError
 from mfms_bo.study import StudyConfig
+from mfms_client.schemas import StrictInput, StudyCreate, error_field
 from server.db import utcnow
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState
-from server.schemas import StrictInput, StudyCreate, error_field
 from server.study_space import check_storable
 
 __all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",

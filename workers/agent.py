@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from server.client import (
+from mfms_client.client import (
     APIError,
     ConflictError,
     InvalidRequestError,
@@ -30,7 +30,7 @@ from server.client import (
     ServerUnavailable,
     ServerUnreachable,
 )
-from server.schemas import TrialAssignment, TrialPublic
+from mfms_client.schemas import TrialAssignment, TrialPublic
 from workers.backends import Backend, BackendResult
 
 __all__ = ["WorkerAgent", "TrialStopped"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mfms_bo.study import StudyConfig
+from mfms_client.schemas import MeasurementPublic, StudyPublic, TrialAssignment, TrialPublic
 from server.config import Settings
 from server.models import Measurement, Study, Trial
-from server.schemas import MeasurementPublic, StudyPublic, TrialAssignment, TrialPublic
 from server.storage import final_objective_of
 
 __all__ = ["study_public", "trial_public", "measurement_public", "assignment"]

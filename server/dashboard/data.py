@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from mfms_bo.space import SearchSpace
+from mfms_client.schemas import PredictRequest, TrialPublic
 from server import storage
 from server.api.views import trial_public
 from server.db import Database
 from server.errors import NotFound
 from server.insights import Insights
-from server.schemas import PredictRequest, TrialPublic
 from server.study_cache import StudyCache
 
 __all__ = ["study_dashboard", "history_csv", "SLICE_POINTS", "MAX_SLICED_DOMAINS"]

@@ -74,7 +74,7 @@ def parse(monkeypatch: pytest.MonkeyPatch):
     """Parse an ``mfms ...`` argv with the real CLI parser; fail with the argv on error."""
     for name in ("MFMS_SERVER_URL", "MFMS_API_TOKEN", "MFMS_WORKER_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    from server.cli import build_parser
+    from mfms_cli.main import build_parser
 
     def _parse(argv: list[str], env: dict[str, str] | None = None):
         assert argv[0] == "mfms", argv
@@ -426,8 +426,8 @@ def test_slurm_refuses_to_start_without_a_server(tmp_path: Path) -> None:
 # -- the example study the README posts to the compose stack -----------------------------
 def test_example_study_matches_the_simulated_workers_problem(compose: dict, parse) -> None:
     from mfms_bo.bench.harness import load_problem
-    from server.demo import study_of_problem
-    from server.schemas import StudyCreate
+    from mfms_cli.demo import study_of_problem
+    from mfms_client.schemas import StudyCreate
 
     body = json.loads(STUDY.read_text())
     StudyCreate.model_validate(body)

@@ -33,8 +33,8 @@ import httpx
 import pytest
 
 from bench.soak import ServerProcess, audit, audit_ok, losses_for, run_load, study_body
-from server.client import MFMSClient
-from server.schemas import TrialAssignment, TrialPublic
+from mfms_client.client import MFMSClient
+from mfms_client.schemas import TrialAssignment, TrialPublic
 from tests.polling import wait_until
 from tests.server.conftest import LiveServer, make_settings
 from workers.agent import WorkerAgent
@@ -132,7 +132,7 @@ def _assert_nothing_lost(ledger: Ledger, trials: list[TrialPublic]) -> None:
 # -- 1. a worker process killed with SIGKILL -----------------------------------------------
 _DOOMED_WORKER = """
 import sys, time
-from server.client import MFMSClient
+from mfms_client.client import MFMSClient
 from workers.agent import WorkerAgent
 
 class Stalls:

@@ -40,9 +40,9 @@ from schemathesis import GenerationMode
 from mfms_bo.errors import ValidationError
 from mfms_bo.space import FidelitySpace, MixtureSpace
 from mfms_bo.trials import validate_losses
+from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
-from server.client import MFMSClient
 from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
 
 MAX_EXAMPLES = int(os.environ.get("MFMS_FUZZ_EXAMPLES", "20"))

@@ -19,9 +19,9 @@ import pytest
 import torch
 from sqlalchemy import create_engine, text
 
+from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
-from server.client import MFMSClient
 from server.config import Settings
 
 torch.set_num_threads(1)

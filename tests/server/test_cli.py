@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mfms_cli.main import main
 from server import migrate
-from server.cli import main
 
 
 def test_db_upgrade_and_current(tmp_path, capsys) -> None:

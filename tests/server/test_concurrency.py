@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, text
 
-from server.client import MFMSClient
+from mfms_client.client import MFMSClient
 from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.client import MFMSClient
+from mfms_client.client import MFMSClient
 from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
 
 CHROMIUM = "/usr/bin/chromium"

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient
 from server import transfer
-from server.client import ConflictError, InvalidRequestError, MFMSClient
 from tests.server.conftest import fake_losses, study_body
 
 MIX = {"code": 0.2, "web": 0.3, "books": 0.5}

@@ -7,8 +7,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from mfms_client.client import ConflictError, MFMSClient
 from server.app import create_app
-from server.client import ConflictError, MFMSClient
 from tests.server.conftest import fake_losses, make_settings, study_body
 
 

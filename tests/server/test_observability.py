@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
-from server.client import MFMSClient
 from server.logs import TEXT_FORMAT, JsonFormatter, logging_config
 from tests.server.conftest import fake_losses, make_settings, study_body
 
@@ -299,7 +299,7 @@ def test_mfms_serve_json_logs_every_line(tmp_path: Path) -> None:
     for key in ("MFMS_API_TOKEN", "MFMS_ADMIN_TOKEN", "MFMS_WORKER_TOKEN",
                 "MFMS_PROTECT_READS"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--upgrade",
+    cmd = [sys.executable, "-m", "mfms_cli", "serve", "--port", str(port), "--upgrade",
            "--database-url", f"sqlite:///{tmp_path}/serve.db"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

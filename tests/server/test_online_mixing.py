@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from server.client import ConflictError, InvalidRequestError, MFMSClient
+from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient
 from tests.server.conftest import fake_losses, study_body
 
 AIOLI = {"method": "aioli", "eta": 0.2, "update_steps": 250}

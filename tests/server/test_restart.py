@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.client import MFMSClient
+from mfms_client.client import MFMSClient
 from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from mfms_client.client import AuthError, MFMSClient
 from server.app import create_app
-from server.client import AuthError, MFMSClient
 from tests.server.conftest import make_settings, study_body
 
 WRITES = [

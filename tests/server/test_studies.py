@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.client import ConflictError, InvalidRequestError, MFMSClient, NotFoundError
+from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient, NotFoundError
 from tests.server.conftest import study_body
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mfms_cli.main import main
+from mfms_client.client import MFMSClient
 from server import migrate, storage, transfer
 from server.app import create_app
-from server.cli import main
-from server.client import MFMSClient
 from server.db import Database, utcnow
 from server.errors import Conflict, NotFound
 from tests.server.conftest import _truncate, fake_losses, make_settings, study_body

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
+from mfms_client.client import AuthError, ForbiddenError, MFMSClient
 from server.app import create_app
-from server.client import AuthError, ForbiddenError, MFMSClient
 from tests.server.conftest import fake_losses, make_settings, study_body
 
 ADMIN, WORKER = "adm1n-s3cret", "w0rker-s3cret"

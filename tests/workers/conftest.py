@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
-from server.client import MFMSClient
 from server.config import Settings
 
 

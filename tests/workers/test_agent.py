@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.client import MFMSClient, ServerUnreachable
-from server.demo import study_of_problem
+from mfms_cli.demo import study_of_problem
+from mfms_client.client import MFMSClient, ServerUnreachable
 from workers.agent import WorkerAgent
 from workers.backends.simulate import SimulateBackend
 

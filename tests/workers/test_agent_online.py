@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.client import MFMSClient, ServerUnreachable
-from server.demo import study_of_problem
-from server.schemas import TrialAssignment
+from mfms_cli.demo import study_of_problem
+from mfms_client.client import MFMSClient, ServerUnreachable
+from mfms_client.schemas import TrialAssignment
 from workers.agent import WorkerAgent
 from workers.backends import BackendResult, Report
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.client import MFMSClient
+from mfms_client.client import MFMSClient
 from workers.agent import WorkerAgent
 from workers.backends.command import CommandBackend
 

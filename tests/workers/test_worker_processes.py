@@ -12,8 +12,8 @@ import sys
 import httpx
 
 from mfms_bo.bench.harness import load_problem
-from server.client import MFMSClient
-from server.demo import study_of_problem
+from mfms_cli.demo import study_of_problem
+from mfms_client.client import MFMSClient
 from tests.polling import wait_until
 
 LEASE = 3.0
@@ -31,7 +31,7 @@ def test_killed_worker_trial_is_recovered(tmp_path) -> None:
     env = {**os.environ, "MFMS_DATABASE_URL": f"sqlite:///{tmp_path}/e2e.db",
            "MFMS_LEASE_SECONDS": str(LEASE), "MFMS_MAINTENANCE_INTERVAL_SECONDS": "0.5"}
     env.pop("MFMS_API_TOKEN", None)
-    mfms = [sys.executable, "-m", "server.cli"]
+    mfms = [sys.executable, "-m", "mfms_cli"]
     server = subprocess.Popen([*mfms, "serve", "--port", str(port), "--upgrade",
                                "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
     workers: list[subprocess.Popen] = []

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.schemas import TrialAssignment
+from mfms_client.schemas import TrialAssignment
 
 __all__ = ["Backend", "BackendResult", "Report"]
 

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from server.schemas import TrialAssignment
+from mfms_client.schemas import TrialAssignment
 from workers.backends import Report
 
 __all__ = ["CommandBackend", "PLACEHOLDERS"]

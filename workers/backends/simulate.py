@@ -12,7 +12,7 @@ import zlib
 
 from mfms_bo.bench.harness import load_problem
 from mfms_bo.bench.problem import Problem
-from server.schemas import TrialAssignment
+from mfms_client.schemas import TrialAssignment
 from workers.backends import Report
 
 __all__ = ["SimulateBackend"]

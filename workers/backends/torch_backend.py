@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mfms_bo.online import controller_from_spec
-from server.schemas import TrialAssignment
+from mfms_client.schemas import TrialAssignment
 from workers.backends import BackendResult, Report
 from workers.trainer.data import available_domains
 from workers.trainer.train import train_trial

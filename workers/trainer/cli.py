@@ -1,7 +1,7 @@
 """``mfms data``: make the token shards the torch backend trains on.
 
-``server.cli`` composes it with :func:`add_data_command`; ``python -m workers.trainer.cli``
-runs it alone.
+``mfms_cli.main`` composes it with :func:`add_data_command`;
+``python -m workers.trainer.cli`` runs it alone.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import text
 
+from mfms_client.schemas import Health
 from server.api.deps import DbDep
-from server.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -9,6 +9,17 @@ from fastapi import APIRouter, Body, Query, status
 
 from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement, TrialSpec
+from mfms_client.schemas import (
+    PredictRequest,
+    PredictResponse,
+    RecommendationPublic,
+    StudyCreate,
+    StudyList,
+    StudyPublic,
+    TrialEnqueue,
+    TrialList,
+    TrialPublic,
+)
 from server import storage, transfer
 from server.api.deps import (
     AdminAuth,
@@ -21,17 +32,6 @@ from server.api.deps import (
 )
 from server.api.views import study_public, trial_public
 from server.db import utcnow
-from server.schemas import (
-    PredictRequest,
-    PredictResponse,
-    RecommendationPublic,
-    StudyCreate,
-    StudyList,
-    StudyPublic,
-    TrialEnqueue,
-    TrialList,
-    TrialPublic,
-)
 from server.study_space import check_online
 
 router = APIRouter(prefix="/studies", tags=["studies"])

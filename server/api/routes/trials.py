@@ -5,6 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from mfms_bo.trials import Measurement
+from mfms_client.schemas import (
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    MeasurementIn,
+    MeasurementPublic,
+    NextTrialRequest,
+    TrialAssignment,
+    TrialPublic,
+)
 from server import storage
 from server.api.deps import (
     DbDep,
@@ -22,17 +33,6 @@ from server.dispatch import next_trial as dispatch_next_trial
 from server.maintenance import Maintainer
 from server.models import StudyState
 from server.proposer import Proposer
-from server.schemas import (
-    CompleteRequest,
-    FailRequest,
-    HeartbeatRequest,
-    HeartbeatResponse,
-    MeasurementIn,
-    MeasurementPublic,
-    NextTrialRequest,
-    TrialAssignment,
-    TrialPublic,
-)
 
 router = APIRouter(tags=["trials"])
 

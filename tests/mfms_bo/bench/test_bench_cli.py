@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mfms_bo.bench.suites import suite_problems
-from mfms_bo.cli import main
+from mfms_cli.main import main
 from tests.mfms_bo.bench.test_harness import PROBLEM_SRC
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.schemas import TrialAssignment
+from mfms_client.schemas import TrialAssignment
 from workers.backends import Backend
 from workers.backends.torch_backend import TorchBackend
 

@@ -5,14 +5,15 @@ Method names follow the REST contract (``next_trial`` is ``POST /next-trial``,
 models the server validated. Errors are raised as :class:`APIError` subclasses carrying the
 server's message, which names the offending field::
 
-    from server.client import MFMSClient
+    from mfms_client.client import MFMSClient
     client = MFMSClient("http://mfms:8000", token="...")
     study = client.create_study(name="pile-7", domains=[...], model_sizes=[...],
                                 steps={"min": 1000, "max": 20000},
                                 target={"model_size": 1e9})
     rec = client.recommendation(study.id)
 
-Only httpx and pydantic are imported: a worker needs neither FastAPI nor SQLAlchemy.
+Only httpx, pydantic and the library are imported: a worker needs neither FastAPI nor
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from server.schemas import (
+from mfms_client.schemas import (
     Health,
     HeartbeatResponse,
     MeasurementPublic,

@@ -1,5 +1,5 @@
-"""The library's command: ``bench``. The ``mfms`` command (``server.cli``) adds it next to
-``serve``, ``worker``, ``demo`` and ``db``; the library itself stays free of web code."""
+"""``mfms bench``: strategies x problems x seeds under a cost budget, and the report. Uses the
+library only; :mod:`mfms_cli.main` adds it next to ``serve``, ``worker``, ``demo``, ``db``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+from mfms_bo.strategies import STRATEGIES
+
+__all__ = ["add_bench_command"]
 
 _GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
-_ALL_STRATEGIES = ["mfms-bo", "mf-bo", "sf-bo", "random", "hyperband", "uniform", "screen",
-                   "regmix", "tpe", "dehb"]
+_ALL_STRATEGIES = [*_GP_STRATEGIES, *(s for s in STRATEGIES if s not in _GP_STRATEGIES)]
 # Strategies that run through an optional package (the `peers` extra).
 _NEEDS = {"regmix": "lightgbm", "tpe": "optuna", "dehb": "dehb"}
 
@@ -122,20 +123,3 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--quick", action="store_true",
                    help="2 seeds and cheaper proposals for the GP strategies")
     b.set_defaults(func=_cmd_bench)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mfms-bench", description="Benchmark mixture-search "
-                                "strategies (library only; `mfms` has the full CLI).")
-    add_bench_command(p.add_subparsers(dest="command", required=True))
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = argv
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,12 +1,13 @@
 """Request and response bodies of the REST contract (pydantic v2).
 
-Shared by the routes and by :mod:`server.client`, so the client returns exactly what the
-server validated. Field names are the public contract: extend, never rename. Requests
-forbid unknown fields (a typo such as ``model-size`` is an error, not a silent default), and
-every request body is checked as parsed - before any field is coerced - for values JSON or
-a database cannot store faithfully (:func:`unstorable`): NaN or infinity anywhere (Python's
-JSON parser accepts the bare literals), and strings with a NUL character or a lone
-surrogate. Free-form JSON (metadata, strategy options, online specs) is covered the same way.
+Shared by the server's routes, :mod:`mfms_client.client` and the workers, so the client
+returns exactly what the server validated. Field names are the public contract: extend,
+never rename. Requests forbid unknown fields (a typo such as ``model-size`` is an error,
+not a silent default), and every request body is checked as parsed - before any field is
+coerced - for values JSON or a database cannot store faithfully (:func:`unstorable`): NaN
+or infinity anywhere (Python's JSON parser accepts the bare literals), and strings with a
+NUL character or a lone surrogate. Free-form JSON (metadata, strategy options, online
+specs) is covered the same way.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 
-from mfms_bo.cli import add_bench_command
+from mfms_cli.bench import add_bench_command
 
 __all__ = ["main", "build_parser"]
 
@@ -119,7 +119,7 @@ def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from server.client import MFMSClient
+    from mfms_client.client import MFMSClient
     from workers.agent import WorkerAgent
 
     if args.backend == "simulate":
@@ -166,7 +166,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from server.client import MFMSClient, NotFoundError
+    from mfms_client.client import MFMSClient, NotFoundError
 
     client = MFMSClient(args.server, token=args.token or os.environ.get("MFMS_ADMIN_TOKEN")
                         or os.environ.get("MFMS_API_TOKEN"))
@@ -191,7 +191,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from server.demo import run_demo
+    from mfms_cli.demo import run_demo
 
     return run_demo(args.problem, args.strategy, args.workers, args.max_trials, args.budget,
                     args.seed)

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from mfms_bo.bench.harness import load_problem
-from mfms_bo.bench.problem import Problem
+from mfms_bo.bench.problem import Problem, config_of_problem
+from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
-from server.client import MFMSClient
 from server.config import Settings
 from workers.agent import WorkerAgent
 from workers.backends.simulate import SimulateBackend
@@ -27,23 +27,11 @@ from workers.backends.simulate import SimulateBackend
 __all__ = ["run_demo", "study_of_problem"]
 
 
-def study_of_problem(problem: Problem, name: str, strategy: str, seed: int, budget: dict) -> dict:
+def study_of_problem(problem: Problem, name: str, strategy: str, seed: int, budget: dict
+                     ) -> dict:
     """A ``POST /studies`` body searching a benchmark problem."""
-    body = {
-        "name": name, "domains": list(problem.domains), "model_sizes": list(problem.model_sizes),
-        "steps": {"min": int(problem.steps[0]), "max": int(problem.steps[1])},
-        "target": {"model_size": float(problem.target_model_size),
-                   "steps": int(problem.steps[1])},
-        "checkpoints": int(problem.checkpoints), "budget": budget,
-        "strategy": {"name": strategy, "options": {}}, "seed": seed,
-    }
-    if problem.objective_weights:
-        body["objective_weights"] = dict(problem.objective_weights)
-    if problem.candidates is not None:
-        body["candidates"] = [dict(c) for c in problem.candidates]
-    if getattr(problem, "loss_domains", None):
-        body["loss_domains"] = list(problem.loss_domains)
-    return body
+    return {**config_of_problem(problem), "name": name, "budget": budget,
+            "strategy": {"name": strategy, "options": {}}, "seed": seed}
 
 
 def _free_port() -> int:

@@ -1,3 +1,0 @@
-from mfms_bo.cli import main
-
-raise SystemExit(main())

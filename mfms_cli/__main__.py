@@ -1,0 +1,3 @@
+from mfms_cli.main import main
+
+raise SystemExit(main())
