@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -177,38 +178,16 @@ class MixtureSpace:
         Mixtures are drawn as ``lo + (1 - sum lo) * d`` (respects lower bounds and the sum)
         and projected when an upper bound is active, so samples are always feasible.
         """
-        alpha = torch.full((n, self.k), float(concentration), dtype=torch.float64)
-        g = torch._standard_gamma(alpha) if generator is None else _gamma(alpha, generator)
-        d = g / g.sum(dim=-1, keepdim=True).clamp(min=1e-300)
+        # numpy's Dirichlet, seeded from ``generator`` so a seeded caller stays reproducible.
+        seed = (None if generator is None
+                else int(torch.randint(0, 2**62, (1,), generator=generator)))
+        rng = np.random.default_rng(seed)
+        d = torch.from_numpy(rng.dirichlet(np.full(self.k, float(concentration)), size=n))
         lo, hi = self.lower, self.upper
         W = lo + (1.0 - float(lo.sum())) * d
         if bool((W > hi + 1e-12).any()):
             W = self.project(W)
         return W
-
-
-def _gamma(alpha: Tensor, generator: torch.Generator) -> Tensor:
-    """Gamma(alpha, 1) draws from a seeded generator (Marsaglia-Tsang via a boost for a<1)."""
-    a = alpha
-    boost = a < 1.0
-    a2 = torch.where(boost, a + 1.0, a)
-    d = a2 - 1.0 / 3.0
-    c = 1.0 / torch.sqrt(9.0 * d)
-    out = torch.empty_like(a)
-    todo = torch.ones_like(a, dtype=torch.bool)
-    while bool(todo.any()):
-        x = torch.randn(a.shape, generator=generator, dtype=a.dtype)
-        v = (1.0 + c * x) ** 3
-        u = torch.rand(a.shape, generator=generator, dtype=a.dtype)
-        ok = (v > 0) & (torch.log(u.clamp(min=1e-300)) < 0.5 * x**2 + d - d * v
-                        + d * torch.log(v.clamp(min=1e-300)))
-        take = todo & ok
-        out = torch.where(take, d * v, out)
-        todo = todo & ~ok
-    if bool(boost.any()):
-        u = torch.rand(a.shape, generator=generator, dtype=a.dtype)
-        out = torch.where(boost, out * u ** (1.0 / a), out)
-    return out
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_from_surrogate_interval_and_simplex(gp_and_space, on_simplex):
     rec = recommend_from_surrogate(gp, space, n_candidates=512,
                                    generator=torch.Generator().manual_seed(1))
     assert set(rec.mixture) == {"a", "b", "c"}
-    on_simplex(torch.tensor(list(rec.mixture.values())))
+    on_simplex(torch.tensor(list(rec.mixture.values()), dtype=torch.float64))
     lo, hi = rec.interval
     assert lo < rec.predicted_objective < hi
     assert (rec.model_size, rec.steps) == (400e6, 4000)
