@@ -112,7 +112,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("complete-without-lease", _STORAGE,
            '    _leased_trial(session, trial, worker_id, "complete")\n',
            "",
-           (_T_PROTOCOL,), "any worker may complete any trial"),
+           (_T_STORAGE,), "any worker may complete any trial"),
     Mutant("requeue-attempts-off-by-one", _STORAGE,
            'if trial.attempt >= max_attempts or trial.source == "import":',
            'if trial.attempt > max_attempts or trial.source == "import":',

@@ -17,6 +17,7 @@ from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement, TrialSpec
 from server import storage
 from server.db import Database
+from server.errors import Conflict
 from server.models import Study, Trial
 from tests.server.conftest import study_body
 
@@ -144,6 +145,31 @@ def test_heartbeat_and_reports_renew_the_lease_from_now(db, study_id) -> None:
                                 config=StudyConfig.from_dict(trial.study.config),
                                 now=later + timedelta(seconds=45))
         assert trial.lease_expires_at == later + timedelta(seconds=45 + LEASE)
+
+
+def test_only_the_lease_holder_completes_a_trial(db, study_id) -> None:
+    """With its measurements already posted, ``complete`` carries no losses: the lease
+    check is then the only thing between another worker and the trial."""
+    mine = _enqueue(db, study_id, 0.5)
+    assert _claim(db, "w1") == mine
+    with db.session() as s:
+        trial = storage.get_trial(s, mine, lock=True, with_study=True)
+        config = StudyConfig.from_dict(trial.study.config)
+        storage.add_measurement(s, trial=trial, worker_id="w1", lease_seconds=LEASE, now=T0,
+                                measurement=Measurement(1000, {"code": 2.0, "web": 2.5,
+                                                               "books": 3.0}),
+                                config=config)
+    with pytest.raises(Conflict, match="leased to worker 'w1', not 'w2'"), \
+            db.session() as s:
+        trial = storage.get_trial(s, mine, lock=True)
+        storage.complete_trial(s, trial=trial, cost=1.0, losses=None, worker_id="w2",
+                               config=config, now=T0)
+    with db.session() as s:
+        t = storage.get_trial(s, mine)
+        assert (t.state, t.cost) == ("running", None)
+        storage.complete_trial(s, trial=t, cost=1.0, losses=None, worker_id="w1",
+                               config=config, now=T0)
+        assert (t.state, t.cost) == ("completed", 1.0)
 
 
 def test_reaper_takes_back_only_expired_leases(db, study_id) -> None:

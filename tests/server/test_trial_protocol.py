@@ -123,10 +123,14 @@ def test_fail_retryable_requeues_with_priority(api: MFMSClient) -> None:
 
 def test_capabilities_limit_model_size(api: MFMSClient) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}))
+    # A queued 60M trial that would be claimed first (a user's): the claim itself, not only
+    # the proposer, must keep it from a worker that cannot run it.
+    big = api.enqueue_trial(s.id, {"code": 0.2, "web": 0.3, "books": 0.5}, 60e6, 2000)
     for _ in range(4):
         a = api.next_trial("small", study_id=s.id, max_model_size=30e6)
-        assert a is not None and a.model_size == 20e6
+        assert a is not None and a.model_size == 20e6 and a.trial_id != big.id
     assert api.next_trial("tiny", study_id=s.id, max_model_size=1e6) is None
+    assert api.next_trial("large", study_id=s.id, max_model_size=60e6).trial_id == big.id
 
 
 def test_enqueued_trial_runs_first_and_imports_inform_the_model(api: MFMSClient) -> None:
