@@ -20,15 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from mfms_bo.limits import (
-    LOSS_MAX,
-    LOSS_MIN,
-    MAX_CHECKPOINTS,
-    MAX_COST,
-    MAX_DOMAINS,
-    MAX_MODEL_SIZE,
-    MAX_STEPS,
-)
+from mfms_bo import limits
 from mfms_bo.strategies import STRATEGIES
 
 __all__ = [
@@ -137,8 +129,8 @@ class LossBounds(_In):
     (default 0 < loss < 1e4 nats): a zero or an absurd value (1e300 is finite) would wreck
     the surrogate, which models the log of the objective, for every later proposal."""
 
-    min: float = Field(LOSS_MIN, ge=0, description="exclusive lower bound")
-    max: float = Field(LOSS_MAX, gt=0, le=1e6, description="exclusive upper bound")
+    min: float = Field(limits.LOSS_MIN, ge=0, description="exclusive lower bound")
+    max: float = Field(limits.LOSS_MAX, gt=0, le=1e6, description="exclusive upper bound")
 
     @model_validator(mode="after")
     def _order(self) -> LossBounds:
@@ -148,13 +140,13 @@ class LossBounds(_In):
 
 
 class Budget(_In):
-    cost: float | None = Field(None, gt=0, le=MAX_COST, description="GPU-seconds")
+    cost: float | None = Field(None, gt=0, le=limits.MAX_COST, description="GPU-seconds")
     trials: int | None = Field(None, gt=0, le=1_000_000)
 
 
 class StepsRange(_In):
-    min: int = Field(ge=1, le=MAX_STEPS)
-    max: int = Field(ge=1, le=MAX_STEPS)
+    min: int = Field(ge=1, le=limits.MAX_STEPS)
+    max: int = Field(ge=1, le=limits.MAX_STEPS)
 
     @model_validator(mode="after")
     def _order(self) -> StepsRange:
@@ -164,9 +156,9 @@ class StepsRange(_In):
 
 
 class Target(_In):
-    model_size: float = Field(gt=0, le=MAX_MODEL_SIZE,
+    model_size: float = Field(gt=0, le=limits.MAX_MODEL_SIZE,
                               description="parameters; may exceed the ladder")
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: steps.max")
+    steps: int | None = Field(None, ge=1, le=limits.MAX_STEPS, description="default: steps.max")
 
 
 class StrategyConfig(_In):
@@ -176,7 +168,7 @@ class StrategyConfig(_In):
 
 class StudyCreate(_In):
     name: str = _NAME
-    domains: list[str] = Field(min_length=2, max_length=MAX_DOMAINS)
+    domains: list[str] = Field(min_length=2, max_length=limits.MAX_DOMAINS)
     objective_weights: dict[str, Annotated[float, Field(le=1e6)]] | None = Field(
         None, description="relative weight of each domain's loss (at most 1e6 each, so the "
                           "objective stays finite); default: the uniform average")
@@ -184,7 +176,7 @@ class StudyCreate(_In):
     model_sizes: list[float] = Field(min_length=1, max_length=64)
     steps: StepsRange
     target: Target
-    checkpoints: int = Field(8, ge=1, le=MAX_CHECKPOINTS)
+    checkpoints: int = Field(8, ge=1, le=limits.MAX_CHECKPOINTS)
     budget: Budget | None = None
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     seed: int | None = Field(None, ge=0, le=2**31 - 1,
@@ -192,7 +184,7 @@ class StudyCreate(_In):
     candidates: list[dict[str, float]] | None = Field(
         None, max_length=100_000, description="optional finite pool of mixtures to pick from")
     loss_domains: list[str] | None = Field(
-        None, max_length=MAX_DOMAINS,
+        None, max_length=limits.MAX_DOMAINS,
         description="validation sets losses are reported on, when not the mixture domains")
     online: dict[str, Any] | None = _ONLINE
     loss_bounds: LossBounds = Field(
@@ -236,7 +228,7 @@ class StudyList(BaseModel):
 
 
 class Capabilities(_In):
-    max_model_size: float | None = Field(None, gt=0, le=MAX_MODEL_SIZE)
+    max_model_size: float | None = Field(None, gt=0, le=limits.MAX_MODEL_SIZE)
 
 
 class NextTrialRequest(_In):
@@ -273,12 +265,12 @@ class HeartbeatResponse(BaseModel):
 
 
 class MeasurementIn(_In):
-    step: int = Field(ge=0, le=MAX_STEPS)
-    losses: dict[str, float] = Field(min_length=1, max_length=MAX_DOMAINS)
-    cost: float | None = Field(None, ge=0, le=MAX_COST, description="GPU-seconds so far")
+    step: int = Field(ge=0, le=limits.MAX_STEPS)
+    losses: dict[str, float] = Field(min_length=1, max_length=limits.MAX_DOMAINS)
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST, description="GPU-seconds so far")
     worker_id: str = _HOLDER
     proportions: dict[str, float] | None = Field(
-        None, max_length=MAX_DOMAINS,
+        None, max_length=limits.MAX_DOMAINS,
         description="the mixture the run trained on at this step (online mixing)")
 
 
@@ -295,12 +287,12 @@ class OnlineSummary(_In):
     """Where an online-mixed run ended and what it trained on on average; each a mixture
     over the study's domains."""
 
-    final_proportions: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
-    average_proportions: dict[str, float] | None = Field(None, max_length=MAX_DOMAINS)
+    final_proportions: dict[str, float] | None = Field(None, max_length=limits.MAX_DOMAINS)
+    average_proportions: dict[str, float] | None = Field(None, max_length=limits.MAX_DOMAINS)
 
 
 class CompleteRequest(_In):
-    cost: float = Field(ge=0, le=MAX_COST, description="GPU-seconds the trial cost")
+    cost: float = Field(ge=0, le=limits.MAX_COST, description="GPU-seconds the trial cost")
     losses: dict[str, float] | None = Field(None, description="final losses at `steps`")
     worker_id: str = _HOLDER
     online: OnlineSummary | None = Field(
@@ -312,24 +304,24 @@ class FailRequest(_In):
     reason: str = Field(min_length=1, max_length=20_000)
     retryable: bool = Field(False, description="re-queue the trial if attempts remain")
     worker_id: str = _HOLDER
-    cost: float | None = Field(None, ge=0, le=MAX_COST)
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST)
 
 
 class _ImportedMeasurement(_In):
-    step: int = Field(ge=0, le=MAX_STEPS)
-    losses: dict[str, float] = Field(min_length=1, max_length=MAX_DOMAINS)
-    cost: float | None = Field(None, ge=0, le=MAX_COST)
+    step: int = Field(ge=0, le=limits.MAX_STEPS)
+    losses: dict[str, float] = Field(min_length=1, max_length=limits.MAX_DOMAINS)
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST)
 
 
 class TrialEnqueue(_In):
     """A trial chosen by a person or imported from an earlier sweep (with its results)."""
 
     mixture: dict[str, float]
-    model_size: float = Field(gt=0, le=MAX_MODEL_SIZE)
-    steps: int = Field(ge=1, le=MAX_STEPS)
-    checkpoints: list[int] | None = Field(None, max_length=MAX_CHECKPOINTS)
+    model_size: float = Field(gt=0, le=limits.MAX_MODEL_SIZE)
+    steps: int = Field(ge=1, le=limits.MAX_STEPS)
+    checkpoints: list[int] | None = Field(None, max_length=limits.MAX_CHECKPOINTS)
     measurements: list[_ImportedMeasurement] | None = Field(None, max_length=1000)
-    cost: float | None = Field(None, ge=0, le=MAX_COST)
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST)
     metadata: dict[str, Any] | None = None
     online: dict[str, Any] | None = Field(
         None, description="in-run mixing for this trial, overriding the study's; stored in "
@@ -378,8 +370,9 @@ class RecommendationPublic(BaseModel):
 
 class PredictRequest(_In):
     mixtures: list[dict[str, float]] = Field(min_length=1, max_length=1000)
-    model_size: float | None = Field(None, gt=0, le=MAX_MODEL_SIZE, description="default: target")
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="default: target steps")
+    model_size: float | None = Field(None, gt=0, le=limits.MAX_MODEL_SIZE,
+                                     description="default: target")
+    steps: int | None = Field(None, ge=1, le=limits.MAX_STEPS, description="default: target steps")
 
 
 class Prediction(BaseModel):
