@@ -1,7 +1,7 @@
 """Maximising an acquisition over simplex x size ladder x steps.
 
 Why not gradient-based SLSQP with an equality constraint: through ``optimize_acqf`` it was
-seen returning far worse points than plain Dirichlet sampling (issue 2), and acquisitions
+seen returning far worse points than plain Dirichlet sampling, and acquisitions
 over mixtures are multi-modal. So: score a large feasible candidate set (Dirichlet samples,
 or the whole pool for pool-based studies, plus caller-supplied seeds such as the current best
 mixtures) at every fidelity on the grid, then polish the top few by a shrinking local random

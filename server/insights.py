@@ -6,13 +6,11 @@ cache is only for speed - it is rebuilt from the database after a restart.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import torch
 
 from mfms_bo.errors import ValidationError
-from mfms_bo.recommend import Z90
 from mfms_bo.space import FidelitySpace, SearchSpace
 from mfms_bo.trials import TrialResult
 from mfms_client.schemas import Prediction, PredictRequest, PredictResponse, RecommendationPublic
@@ -75,18 +73,13 @@ class Insights:
         _check_range(space, m, z)  # before the fit: a bad request costs nothing
         entry = self.strategies.surrogate_model(study_id, config, seed)
         with entry.lock:
-            gp = entry.strategy.surrogate(history)  # type: ignore[attr-defined]
-        if gp is None:
+            pred = entry.strategy.predict(history, W, m, z)
+        if pred is None:
             raise NotFound(f"study {study_id}: too few measurements to fit the surrogate")
-        X = space.encode(W, torch.full((W.shape[0],), m), torch.full((W.shape[0],), float(z)))
-        with torch.no_grad():
-            mean, var = gp.predict(X)
-        sd = var.clamp(min=0).sqrt()
         preds = [
             Prediction(mixture=space.mixtures.to_dict(W[i]),
-                       predicted_objective=math.exp(float(mean[i])),  # GP models log-objective
-                       interval=(math.exp(float(mean[i] - Z90 * sd[i])),
-                                 math.exp(float(mean[i] + Z90 * sd[i]))))
+                       predicted_objective=float(pred.mean[i]),
+                       interval=(float(pred.lower[i]), float(pred.upper[i])))
             for i in range(W.shape[0])
         ]
         return PredictResponse(model_size=m, steps=z, predictions=preds)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -42,6 +42,8 @@ from sqlalchemy import func, select
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mfms_bo.strategies import Strategy
+from mfms_bo.strategies.bo import SurrogateFit
 from server import storage
 from server.config import Settings
 from server.db import Database, utcnow
@@ -101,22 +103,22 @@ class Metrics:
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
-    def observe_propose(self, strategy: Any, seconds: float, fits_before: int | None, *,
-                        proposed: int | None = None, failure: str | None = None) -> None:
-        """Record one propose call of ``strategy``; a GP fit it made (the strategy's
-        ``fit_count`` moved past ``fits_before``) is observed too."""
-        name = str(getattr(strategy, "name", type(strategy).__name__))
+    def observe_propose(self, strategy: Strategy, seconds: float, *,
+                        fits: Sequence[SurrogateFit] = (), proposed: int | None = None,
+                        failure: str | None = None) -> None:
+        """Record one proposal of ``strategy`` and the surrogate builds it made (builds
+        served from the strategy's memo took no time and are not observed)."""
+        name = strategy.name
         self.proposal_duration.labels(name).observe(seconds)
         if failure is None:
             self.proposals.labels(name).inc()
             self.proposed_trials.labels(name).inc(proposed or 0)
         else:
             self.proposal_failures.labels(name, failure).inc()
-        fits = getattr(strategy, "fit_count", None)
-        fit_seconds = getattr(strategy, "last_fit_seconds", None)
-        if fits is not None and fits != fits_before and fit_seconds is not None:
-            kind = "optimize" if getattr(strategy, "last_fit_optimized", False) else "condition"
-            self.gp_fit_duration.labels(name, kind).observe(fit_seconds)
+        for fit in fits:
+            if not fit.cached:
+                kind = "optimize" if fit.optimized else "condition"
+                self.gp_fit_duration.labels(name, kind).observe(fit.seconds)
 
 
 class DatabaseCollector:

@@ -18,9 +18,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mfms_bo.strategies import RandomSearch
+from mfms_bo.strategies import RandomSearch, Strategy
 from mfms_bo.trials import TrialSpec
 from server import storage
 from server.config import Settings
@@ -154,17 +154,16 @@ class Proposer:
         entry = self.strategies.strategy(study_id, config, seed)
         with entry.lock:
             strategy = entry.strategy
-            fits = getattr(strategy, "fit_count", None)
             t0 = time.perf_counter()
             try:
-                specs = strategy.propose(history, pending, want, max_model_size)
+                proposal = strategy.proposal(history, pending, want, max_model_size)
             except ValueError as exc:  # the worker cannot run any size this study uses
-                self._observe(strategy, t0, fits, failure="capability")
+                self._observe(strategy, t0, failure="capability")
                 log.info("study %d: no proposal for max_model_size=%s: %s", study_id,
                          max_model_size, exc)
                 return []
             except Exception:
-                self._observe(strategy, t0, fits, failure="error")
+                self._observe(strategy, t0, failure="error")
                 # A numerical failure of the surrogate must not stall the workers: run a
                 # random trial this time and say so; the next proposal tries the GP again.
                 log.exception("study %d: strategy failed; proposing at random instead",
@@ -172,13 +171,12 @@ class Proposer:
                 fallback = RandomSearch(self.strategies.study(study_id, config, seed)
                                         .config.space, seed=seed)
                 return fallback.propose(history, pending, want, max_model_size)
-            self._observe(strategy, t0, fits, proposed=len(specs))
-            return specs
+            self._observe(strategy, t0, fits=proposal.fits, proposed=len(proposal.specs))
+            return proposal.specs
 
-    def _observe(self, strategy, t0: float, fits: int | None,
-                 **outcome) -> None:
+    def _observe(self, strategy: Strategy, t0: float, **outcome: Any) -> None:
         if self.metrics is not None:
-            self.metrics.observe_propose(strategy, time.perf_counter() - t0, fits, **outcome)
+            self.metrics.observe_propose(strategy, time.perf_counter() - t0, **outcome)
 
     def _budget_room(self, s, study) -> int:
         """How many more trials the study's budget allows (a large number when unlimited)."""

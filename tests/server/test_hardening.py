@@ -160,9 +160,9 @@ def test_non_finite_numbers_in_trial_metadata_are_refused(api: MFMSClient, raw, 
 
 def test_non_finite_strategy_options_are_refused_not_nulled(raw) -> None:
     body = study_body(strategy={"name": "mfms-bo",
-                                "options": {"surrogate": {"transfer_lengthscale": math.nan}}})
+                                "options": {"surrogate": {"refit_growth": math.nan}}})
     r = _post(raw, "/studies", body)
-    assert _fields(r) == ["strategy.options.surrogate.transfer_lengthscale"]
+    assert _fields(r) == ["strategy.options.surrogate.refit_growth"]
     r = _post(raw, "/studies", study_body(online={"method": "aioli", "eta": math.inf}))
     assert _fields(r) == ["online.eta"]
     assert raw.get("/studies").json()["studies"] == []

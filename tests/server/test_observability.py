@@ -130,7 +130,7 @@ def test_request_histogram_uses_route_templates(api: MFMSClient, raw) -> None:
     assert _values(samples, f"{HTTP}_bucket", route="/next-trial", le="+Inf")
 
 
-@pytest.mark.parametrize("acquisition", ["ei", "mes"])
+@pytest.mark.parametrize("acquisition", ["ei", "kg"])
 def test_proposal_and_gp_fit_histograms(sqlite_url: str, acquisition: str) -> None:
     app = create_app(make_settings(sqlite_url))
     options = {"n_init": 1, "n_mixtures": 16, "acquisition": acquisition}
