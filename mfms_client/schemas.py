@@ -67,7 +67,7 @@ def unstorable(value: Any) -> tuple[str, str] | None:
     text cannot hold it) or a lone surrogate (not encodable as UTF-8). The path is dotted
     like pydantic's locations (``metadata.a.1.b``); empty for ``value`` itself. This is the
     one check every input path uses: request bodies through :class:`StrictInput`, import
-    documents (``server.transfer``), and services through ``study_space.check_storable``.
+    documents (``server.transfer``), and services through ``server.checks.check_storable``.
     Iterative, so any nesting the JSON parser accepted is walked without recursion.
     """
     stack: list[tuple[str, Any]] = [("", value)]

@@ -29,9 +29,9 @@ from mfms_bo.space import MixtureSpace
 from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement as LibMeasurement
 from mfms_bo.trials import TrialResult, TrialSpec, objective_of
+from server.checks import check_online
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
-from server.study_space import check_online
 
 __all__ = [
     "create_study", "get_study", "list_studies", "set_study_state", "study_counts",

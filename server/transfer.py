@@ -40,10 +40,10 @@ from sqlalchemy.orm import Session, selectinload
 from mfms_bo.errors import ValidationError as MFMSValidationError
 from mfms_bo.study import StudyConfig
 from mfms_client.schemas import StrictInput, StudyCreate, error_field
+from server.checks import check_storable
 from server.db import utcnow
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState
-from server.study_space import check_storable
 
 __all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
            "import_study", "import_backup", "import_document", "find_study",

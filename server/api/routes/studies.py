@@ -31,8 +31,8 @@ from server.api.deps import (
     StudyId,
 )
 from server.api.views import study_public, trial_public
+from server.checks import check_online
 from server.db import utcnow
-from server.study_space import check_online
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
