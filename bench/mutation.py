@@ -255,7 +255,8 @@ class Outcome:
 
 
 def _pytest(tree: Path, tests: Sequence[str], timeout: float) -> tuple[int | None, str]:
-    """Run ``tests`` inside ``tree``; ``(returncode, last line)``, returncode None on timeout.
+    """Run ``tests`` inside ``tree``; ``(returncode, the failing tests and pytest's last
+    line)``, returncode None on timeout.
 
     ``PYTHONPATH`` points at the copy so that an editable install of the working tree can
     never shadow the mutated files, in this process or in any it starts."""
@@ -268,7 +269,9 @@ def _pytest(tree: Path, tests: Sequence[str], timeout: float) -> tuple[int | Non
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    return proc.returncode, lines[-1] if lines else ""
+    # pytest -q names each failing test on a "FAILED ..." / "ERROR ..." line of its summary.
+    failed = [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    return proc.returncode, "; ".join([*failed, lines[-1]] if lines else failed)
 
 
 def run_mutant(mutant: Mutant, root: Path, files: Sequence[str], timeout: float) -> Outcome:
