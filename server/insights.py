@@ -1,12 +1,11 @@
 """What the surrogate believes: the recommendation and predictions at any fidelity.
 
-Both fit (or reuse) a GP, so results are cached per study and per state of its data; the
-cache is only for speed - it is rebuilt from the database after a restart.
+Both fit (or reuse) a GP, so the recommendation is kept in the study's cache entry with the
+state of the data it was made from; the cache is only for speed - it is rebuilt from the
+database after a restart.
 """
 
 from __future__ import annotations
-
-import threading
 
 import torch
 
@@ -31,8 +30,6 @@ class Insights:
     def __init__(self, db: Database, strategies: StudyCache) -> None:
         self.db = db
         self.strategies = strategies
-        self._lock = threading.Lock()
-        self._recs: dict[int, tuple[tuple, RecommendationPublic]] = {}
 
     def _load(self, study_id: int) -> tuple[dict, int, list[TrialResult]]:
         with self.db.session() as s:
@@ -42,24 +39,20 @@ class Insights:
 
     def recommendation(self, study_id: int) -> RecommendationPublic:
         config, seed, history = self._load(study_id)
-        key = _data_key(history)
-        with self._lock:
-            hit = self._recs.get(study_id)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        entry = self.strategies.strategy(study_id, config, seed)
-        with entry.lock:
-            rec = entry.strategy.recommend(history)
+        key, study = _data_key(history), self.strategies.study(study_id, config, seed)
+        if study.recommendation is not None and study.recommendation[0] == key:
+            return study.recommendation[1]
+        held = self.strategies.strategy(study_id, config, seed)
+        with held.lock:
+            rec = held.strategy.recommend(history)
         if rec is None:
             raise NotFound(f"study {study_id} has no recommendation yet: no trial has "
                            "reported losses")
         out = RecommendationPublic(
             study_id=study_id, mixture=rec.mixture, predicted_objective=rec.predicted_objective,
             interval=rec.interval, model_size=rec.model_size, steps=rec.steps,
-            strategy=self.strategies.study(study_id, config, seed).config.strategy,
-            trials_used=len(history))
-        with self._lock:
-            self._recs[study_id] = (key, out)
+            strategy=study.config.strategy, trials_used=len(history))
+        study.recommendation = (key, out)
         return out
 
     def predict(self, study_id: int, req: PredictRequest) -> PredictResponse:

@@ -1,8 +1,9 @@
 """Per-process cache of each study's parsed config and strategies, for speed only.
 
 A study's stored JSON config is parsed into a :class:`~mfms_bo.study.StudyConfig` once, on
-first use, and its strategy and surrogate are built from that on demand; any process that
-rebuilds them from the stored config behaves the same. The cache is bounded (least recently
+first use, and its strategy and surrogate are built from that on demand (and its last
+recommendation kept); any process that rebuilds them from the stored config behaves the
+same. The cache is bounded (least recently
 used studies go first), and an entry whose study's stored config or seed no longer matches
 is rebuilt, so a changed or re-created study never sees a stale one (a deleted study's
 entry is never read again and ages out). Strategy and surrogate
@@ -37,6 +38,7 @@ class CachedStudy:
     config: StudyConfig
     strategy: CachedStrategy | None = None
     surrogate: CachedStrategy | None = None
+    recommendation: tuple[tuple, Any] | None = None  # (state of the data, the answer)
 
 
 class StudyCache:
