@@ -37,13 +37,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "hyperband": Hyperband,
     "sf-bo": SingleFidelityBO,
     "mf-bo": MultiFidelityBO,
-    # Peer tools through their own packages (`pip install 'mfms-bo[peers]'`).
-    "tpe": TPE,
-    "dehb": DEHBStrategy,
     # Practitioners' baselines (DESIGN section 5): no search, screen-then-confirm, RegMix.
     "uniform": UniformMixture,
     "screen": ScreenThenConfirm,
     "regmix": RegMix,
+    # Peer tools through their own packages (`pip install 'mfms-bo[peers]'`).
+    "tpe": TPE,
+    "dehb": DEHBStrategy,
 }
 
 
