@@ -28,6 +28,7 @@ from torch import Tensor
 from mfms_bo.acquisition import CostAwareAcquisition, EIPerCost, TargetKGPerCost, seed_alpha
 from mfms_bo.cost import CostModel
 from mfms_bo.errors import ValidationError
+from mfms_bo.limits import whole_number
 from mfms_bo.optimize import fidelity_grid, maximize_acquisition
 from mfms_bo.recommend import (
     ObjectivePrediction,
@@ -121,9 +122,10 @@ class MFMSBO(Strategy):
             raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {kernel!r}")
         self.acquisition = acquisition
         self.config = SurrogateConfig(kernel=kernel, **(surrogate or {}))
-        self.n_init = max(4, space.k + 1) if n_init is None else int(n_init)
-        self.n_steps = int(n_steps)
-        self.n_mixtures = int(n_mixtures)
+        self.n_init = (max(4, space.k + 1) if n_init is None
+                       else whole_number("n_init", n_init, 1, 1000))
+        self.n_steps = whole_number("n_steps", n_steps, 1, 32)
+        self.n_mixtures = whole_number("n_mixtures", n_mixtures, 1, 8192)
         self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from mfms_bo.cost import CostModel
+from mfms_bo.limits import whole_number
 from mfms_bo.optimize import fidelity_grid
 from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
@@ -71,10 +72,8 @@ class Hyperband(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, eta: int = 3,
                  n_steps: int = 4, budget: float | None = None) -> None:
         super().__init__(space, seed)
-        if eta < 2:
-            raise ValueError("hyperband: eta must be >= 2")
-        self.eta = int(eta)
-        self.n_steps = int(n_steps)
+        self.eta = whole_number("eta", eta, 2, 100)
+        self.n_steps = whole_number("n_steps", n_steps, 1, 32)
         self.budget = check_budget(budget)
         self._pool_keys: list[tuple[float, ...]] | None = None
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mfms_bo.limits import real_number, whole_number
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.screen import Fidelity, RunKey, ScreenThenConfirm, mixture_key
 from mfms_bo.trials import TrialResult, TrialSpec
@@ -61,14 +62,12 @@ class RegMix(ScreenThenConfirm):
         super().__init__(space, seed, **options)
         if importlib.util.find_spec("lightgbm") is None:
             raise ValueError(_INSTALL)
-        for name, v in (("n_candidates", n_candidates), ("top_average", top_average),
-                        ("n_estimators", n_estimators), ("min_fit", min_fit)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a whole number >= 1, got {v!r}")
-        if isinstance(num_leaves, bool) or not isinstance(num_leaves, int) or num_leaves < 2:
-            raise ValueError(f"num_leaves: must be a whole number >= 2, got {num_leaves!r}")
-        if not 0.0 < float(learning_rate) <= 1.0:
-            raise ValueError(f"learning_rate: must be in (0, 1], got {learning_rate!r}")
+        whole_number("n_candidates", n_candidates, 1, 1_000_000)
+        whole_number("top_average", top_average, 1, n_candidates)
+        whole_number("n_estimators", n_estimators, 1, 10_000)
+        whole_number("min_fit", min_fit, 1, 10_000)
+        whole_number("num_leaves", num_leaves, 2, 4096)
+        real_number("learning_rate", learning_rate, 0.0, 1.0, low_open=True)
         self.n_candidates = n_candidates
         self.top_average = top_average
         self.n_estimators = n_estimators

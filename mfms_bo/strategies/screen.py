@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mfms_bo.limits import real_number, whole_number
 from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy
@@ -108,12 +109,10 @@ class ScreenThenConfirm(Strategy):
                  screen_size: float | None = None, screen_steps: int | None = None) -> None:
         super().__init__(space, seed)
         self.budget = check_budget(budget)
-        f = float(screen_fraction)
-        if not 0.0 < f < 1.0:
-            raise ValueError(f"screen_fraction: must be in (0, 1), got {screen_fraction!r}")
-        self.screen_fraction = f
-        self.top_k = _positive_int("top_k", top_k)
-        self.max_screen = _positive_int("max_screen", max_screen)
+        self.screen_fraction = real_number("screen_fraction", screen_fraction, 0.0, 1.0,
+                                           low_open=True, high_open=True)
+        self.top_k = whole_number("top_k", top_k, 1, 1000)
+        self.max_screen = whole_number("max_screen", max_screen, 1, 100_000)
         fid = space.fidelities
         if screen_size is not None and float(screen_size) not in fid.model_sizes:
             raise ValueError(f"screen_size: {screen_size!r} is not on the ladder "
@@ -281,9 +280,3 @@ class _Screens:
         else:
             return None
         return self.strategy._spec(w, fs[0], fs[1], {"phase": "screen"})
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: must be a whole number >= 1, got {value!r}")
-    return int(value)

@@ -33,6 +33,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from linear_operator.utils.warnings import NumericalWarning
 from torch import Tensor
 
+from mfms_bo.limits import real_number, whole_number
 from mfms_bo.surrogate.kernels import (
     KERNEL_DESIGNS,
     build_kernel,
@@ -70,17 +71,13 @@ class SurrogateConfig:
     refit_growth: float = 0.05
 
     def __post_init__(self) -> None:
-        checks = (("max_fit_points", self.max_fit_points, 1), ("max_condition_points",
-                  self.max_condition_points, 1), ("maxiter", self.maxiter, 0),
-                  ("warm_maxiter", self.warm_maxiter, 0))
-        for name, value, low in checks:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.kernel not in KERNEL_DESIGNS:
             raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
-        g = self.refit_growth
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:
-            raise ValueError(f"refit_growth must be a number in [0, 10], got {g!r}")
+        whole_number("max_fit_points", self.max_fit_points, 1, 4096)
+        whole_number("max_condition_points", self.max_condition_points, 1, 20_000)
+        whole_number("maxiter", self.maxiter, 0, 10_000)
+        whole_number("warm_maxiter", self.warm_maxiter, 0, 10_000)
+        real_number("refit_growth", self.refit_growth, 0.0, 10.0)
 
 
 def thin_observations(groups: Tensor, steps: Tensor, cap: int) -> Tensor:

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from mfms_bo.cost import CostModel
+from mfms_bo.limits import real_number, whole_number
 from mfms_bo.optimize import fidelity_grid
 from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
@@ -78,22 +79,17 @@ class DEHBStrategy(Strategy):
         from mfms_bo.strategies.peers import require
 
         require("dehb", self.name)  # fail at study creation, not at the first proposal
-        if int(eta) < 2:
-            raise ValueError("dehb: eta must be >= 2")
-        if int(n_steps) < 1:
-            raise ValueError("dehb: n_steps must be >= 1")
-        self.eta = int(eta)
-        self.n_steps = int(n_steps)
-        self.mutation_factor = float(mutation_factor)
-        self.crossover_prob = float(crossover_prob)
+        self.eta = whole_number("eta", eta, 2, 100)
+        self.n_steps = whole_number("n_steps", n_steps, 1, 32)
+        self.mutation_factor = real_number("mutation_factor", mutation_factor, 0.0, 2.0,
+                                           low_open=True)
+        self.crossover_prob = real_number("crossover_prob", crossover_prob, 0.0, 1.0)
         self.de_strategy = str(de_strategy)
-        self.max_cached = int(max_cached)
+        self.max_cached = whole_number("max_cached", max_cached, 1, 100_000)
         costs = [c for _, c in self._grid(None)]
         self._top = max(costs)
-        if int(max_rungs) < 2:
-            raise ValueError("dehb: max_rungs must be >= 2")
-        self.min_fidelity = max(min(costs) / self._top,
-                                float(self.eta) ** -(int(max_rungs) - 1))
+        rungs = whole_number("max_rungs", max_rungs, 2, 32)
+        self.min_fidelity = max(min(costs) / self._top, float(self.eta) ** -(rungs - 1))
         if min(costs) / self._top >= 1.0:
             raise ValueError("dehb: needs runnable fidelities of different costs (more than "
                              "one model size, or a steps range)")

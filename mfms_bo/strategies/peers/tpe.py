@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from mfms_bo.limits import whole_number
 from mfms_bo.recommend import final_objective
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Strategy
@@ -47,9 +48,7 @@ class TPE(Strategy):
         from mfms_bo.strategies.peers import require
 
         require("optuna", self.name)  # fail at study creation, not at the first proposal
-        if int(n_startup_trials) < 0:
-            raise ValueError("tpe: n_startup_trials must be >= 0")
-        self.n_startup_trials = int(n_startup_trials)
+        self.n_startup_trials = whole_number("n_startup_trials", n_startup_trials, 0, 10_000)
         self.constant_liar = bool(constant_liar)
 
     def _fidelity(self, max_model_size: float | None) -> tuple[float, int]:

@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +124,9 @@ def test_difficulty_reports_the_easy_suite_as_easy() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(_HARD))
-def test_optimum_is_consistent_and_fast(name: str) -> None:
+def test_optimum_is_consistent(name: str) -> None:
     p = hard_simulated_problems()[name]  # fresh: no cached optimum
-    t0 = time.perf_counter()
     opt = p.optimum()
-    assert time.perf_counter() - t0 < 2.0
     w = p.optimal_mixture()
     assert sum(w.values()) == pytest.approx(1.0)
     assert p.true_objective(w) == pytest.approx(opt, rel=1e-12)

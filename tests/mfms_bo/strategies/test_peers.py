@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -78,9 +77,7 @@ def test_run_one_spends_the_budget_on_valid_runs(name, problem_name, problems):
     problem = problems[problem_name]
     space = search_space_of(problem)
     budget = _budget(problem, name)
-    t0 = time.perf_counter()
     r = run_one(problem, name, 0, budget, options=OPTIONS[name])
-    assert time.perf_counter() - t0 < 10.0
     assert r.trials and not r.capped
     # Spends no more than the budget plus the last trial's overshoot.
     assert r.spent - r.trials[-1].cost < budget
