@@ -295,7 +295,8 @@ class FidelitySpace:
     def target_encoding(self) -> Tensor:
         """The target fidelity encoded, shape ``2``."""
         return self.encode(
-            torch.tensor([self.target_model_size]), torch.tensor([float(self.target_steps)])
+            torch.tensor([self.target_model_size], dtype=torch.float64),
+            torch.tensor([float(self.target_steps)], dtype=torch.float64),
         )[0]
 
 

@@ -88,7 +88,12 @@ class StudyCache:
 
     def surrogate_model(self, study_id: int, config: Mapping[str, Any], seed: int
                         ) -> CachedStrategy:
-        """An MFMS-BO model of the study, whatever its strategy: ``/predict`` answers for
-        any fidelity, which only the multi-fidelity surrogate can."""
+        """The model behind ``/predict`` and the dashboard: an ``mfms-bo`` study's own
+        strategy (its options, and the very fit its recommendation comes from, so the two
+        never disagree); for any other strategy an MFMS-BO with default options, since
+        ``/predict`` answers for any fidelity, which only the multi-fidelity surrogate can."""
+        own = self.strategy(study_id, config, seed)
+        if type(own.strategy) is MFMSBO:
+            return own
         return self._built(study_id, config, seed, "surrogate",
                            lambda e: MFMSBO(e.config.space, seed=e.seed))

@@ -228,8 +228,9 @@ class MFMSBO(Strategy):
         if fit is None:
             return None
         n = W.shape[0]
-        X = self.model_space.encode(W, torch.full((n,), float(model_size)),
-                                    torch.full((n,), float(steps)))
+        X = self.model_space.encode(
+            W, torch.full((n,), float(model_size), dtype=torch.float64),
+            torch.full((n,), float(steps), dtype=torch.float64))
         return objective_prediction(fit.model, X, transform=torch.exp)
 
     # -- proposals --------------------------------------------------------------------------

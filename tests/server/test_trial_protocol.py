@@ -182,8 +182,13 @@ def test_recommendation_and_predict(api: MFMSClient) -> None:
         api.predict(s.id, [{"code": 1.0}], model_size=1.0)
 
 
-def test_mfms_bo_study_recommends_with_interval(api: MFMSClient) -> None:
-    s = api.create_study(study_body(seed=0, budget={"trials": 6}))
+@pytest.mark.parametrize("options", [{}, {"kernel": "seed", "n_mixtures": 32}])
+def test_mfms_bo_study_recommends_with_interval(api: MFMSClient, options: dict) -> None:
+    """One model behind every number: ``/predict`` at the recommended mixture and the
+    target gives the recommendation's own prediction and interval, with the study's
+    options (a second model with default options would disagree)."""
+    s = api.create_study(study_body(seed=0, budget={"trials": 6},
+                                    strategy={"name": "mfms-bo", "options": options}))
     for _ in range(6):
         _run(api, study_id=s.id, cost=1.0)
     assert api.next_trial("w", study_id=s.id) is None
@@ -192,6 +197,9 @@ def test_mfms_bo_study_recommends_with_interval(api: MFMSClient) -> None:
     rec = api.recommendation(s.id)
     assert rec.interval is not None and rec.interval[0] < rec.predicted_objective
     assert rec.strategy == "mfms-bo"
+    pred = api.predict(s.id, [rec.mixture]).predictions[0]
+    assert pred.predicted_objective == pytest.approx(rec.predicted_objective, rel=1e-9)
+    assert pred.interval == pytest.approx(rec.interval, rel=1e-9)
 
 
 def test_cost_budget_ends_the_study(api: MFMSClient) -> None:
