@@ -272,8 +272,23 @@ def test_unknown_strategy(problem):
     with pytest.raises(UnknownStrategyError, match="unknown strategy 'nope'") as info:
         make_strategy("nope", space)
     assert "mfms-bo" in str(info.value) and isinstance(info.value, MFMSError)
-    with pytest.raises(UnknownStrategyError, match="bad options"):
+    with pytest.raises(UnknownStrategyError, match="unknown option 'n_mixtures'"):
         make_strategy("random", space, options={"n_mixtures": 3})
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("mfms-bo", {"acquistion": "ei"},
+     "strategy 'mfms-bo': unknown option 'acquistion'; did you mean 'acquisition'?"),
+    ("mf-bo", {"surrogate": {"refit_grwth": 0.1}},
+     "strategy 'mf-bo': surrogate: unknown option 'refit_grwth'; did you mean 'refit_growth'?"),
+    ("screen", {"topk": 2}, "strategy 'screen': unknown option 'topk'; did you mean 'top_k'?"),
+])
+def test_option_typos_get_a_suggestion_not_a_type_error(problem, name, options,
+                                                        message) -> None:
+    with pytest.raises(UnknownStrategyError) as info:
+        make_strategy(name, search_space_of(problem), options=options)
+    assert str(info.value).startswith(message)
+    assert "__init__" not in str(info.value)
 
 
 @pytest.mark.parametrize("name, options", [
