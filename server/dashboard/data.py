@@ -85,9 +85,13 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
 
 def history_csv(trials: list[TrialPublic], domains: list[str]) -> str:
     """One row per measurement (a trial without any gets one row with no step): the
-    learning curves are the history, and this is the flat form spreadsheets want."""
+    learning curves are the history, and this is the flat form spreadsheets want.
+
+    Text cells that a spreadsheet would run as a formula (a worker id such as
+    ``=cmd|'/C calc'!A0``) are escaped (:func:`_cell`); numbers are written as they are.
+    """
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = _SafeWriter(csv.writer(buf))
     writer.writerow(["trial_id", "state", "model_size", "steps", "attempt", "worker_id",
                      "started_at", "finished_at", "cost", *(f"w_{d}" for d in domains),
                      "step", "objective", *(f"loss_{d}" for d in domains)])
@@ -104,6 +108,29 @@ def history_csv(trials: list[TrialPublic], domains: list[str]) -> str:
 
 
 # -- pieces -------------------------------------------------------------------------------
+# OWASP's CSV injection list: a cell starting with one of these is a formula to Excel,
+# LibreOffice and Google Sheets (tab, CR and LF are skipped before the formula is read).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _cell(value: Any) -> Any:
+    """A string a spreadsheet would run as a formula, prefixed with ``'`` (shown, not run).
+    Only strings: a negative number is written as a number (``-1.5``), not escaped."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """``csv.writer`` whose every cell goes through :func:`_cell`, so no column - present
+    or added later - can carry a formula out."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: list[Any]) -> None:
+        self._writer.writerow([_cell(v) for v in row])
+
 
 
 def _iso(value: Any) -> str:

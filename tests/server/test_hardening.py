@@ -12,11 +12,14 @@ Each test reproduces one defect of the adversarial pass and runs on SQLite and P
 3. a NUL character (or a lone surrogate, which no database can encode) in any string is a
    422, and the connection stays usable;
 4. every write on a trial (heartbeat, measurements, complete, fail) must name the worker
-   holding its lease: omitted is a 422, another worker's is a 409.
+   holding its lease: omitted is a 422, another worker's is a 409;
+5. ``history.csv`` escapes text a spreadsheet would run as a formula.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from typing import Any
@@ -25,6 +28,7 @@ import pytest
 
 from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient
 from server import transfer
+from server.dashboard.data import history_csv
 from tests.server.conftest import fake_losses, study_body
 
 MIX = {"code": 0.2, "web": 0.3, "books": 0.5}
@@ -247,3 +251,21 @@ def test_every_write_on_a_trial_must_name_its_lease_holder(api: MFMSClient, raw)
     with pytest.raises(ConflictError, match="leased to worker 'w2', not 'w1'"):
         api.fail_trial(b.trial_id, "x", worker_id="w1")
     assert api.fail_trial(b.trial_id, "x").state == "failed"
+
+
+# -- 5. CSV formula injection ---------------------------------------------------------------
+def test_history_csv_escapes_formulas_but_not_numbers(api: MFMSClient, raw) -> None:
+    """A cell a spreadsheet would run as a formula (OWASP: leading ``=``, ``+``, ``-``,
+    ``@``, tab, CR, LF) gets a leading ``'``; numbers stay numbers, negative ones too."""
+    s = api.create_study(study_body(strategy={"name": "random"}, seed=3))
+    evil = ["=cmd|'/C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1", "\n=1"]
+    for worker in evil:
+        api.next_trial(worker, study_id=s.id)
+    rows = list(csv.DictReader(io.StringIO(raw.get(f"/studies/{s.id}/history.csv").text)))
+    assert sorted(r["worker_id"] for r in rows) == sorted("'" + w for w in evil)
+    # a negative number is a number: a float cell is written as it is
+    (trial,) = api.list_trials(s.id, state="running")[:1]
+    trial = trial.model_copy(update={"cost": -1.5, "worker_id": "-w"})
+    (row,) = csv.DictReader(io.StringIO(history_csv([trial], ["code", "web", "books"])))
+    assert row["cost"] == "-1.5" and row["worker_id"] == "'-w"
+
