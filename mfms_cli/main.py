@@ -200,6 +200,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfms", description="Multi-fidelity, multi-scale "
                                 "Bayesian optimisation of pretraining data mixtures.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the REST server (config from MFMS_* env vars)")
@@ -298,7 +300,30 @@ def main(argv: list[str] | None = None) -> int:
                         "%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import chatter
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        message = _one_line(exc, getattr(args, "server", None))
+        if args.debug or message is None:
+            raise
+        print(f"mfms {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: Exception, server: str | None) -> str | None:
+    """The message a user needs for an error they can fix (server down, wrong token, bad
+    input, unreadable file); None for anything else, which keeps its traceback (a bug)."""
+    from mfms_bo.errors import MFMSError
+    from mfms_client.client import APIError, AuthError, ServerUnreachable
+
+    if isinstance(exc, ServerUnreachable):
+        return (f"cannot reach the server at {server} ({exc}); is `mfms serve` running "
+                "there?")
+    if isinstance(exc, AuthError):
+        return (f"{exc} (check --token or MFMS_ADMIN_TOKEN / MFMS_WORKER_TOKEN)")
+    if isinstance(exc, (APIError, MFMSError, OSError, json.JSONDecodeError)):
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

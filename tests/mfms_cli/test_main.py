@@ -1,8 +1,11 @@
-"""The ``mfms`` command: ``db`` migrations and the end-to-end ``demo``."""
+"""The ``mfms`` command: ``db`` migrations, the end-to-end ``demo`` and its errors."""
 
 from __future__ import annotations
 
+import pytest
+
 from mfms_cli.main import main
+from mfms_client.client import ServerUnreachable
 from server import migrate
 
 
@@ -22,3 +25,22 @@ def test_demo_runs_server_and_workers_end_to_end(capsys) -> None:
     assert "Study 1 completed: 6 trials" in out
     assert "Recommended mixture" in out and "gap" in out
     assert out.count(" objective ") == 6
+
+
+def test_user_errors_are_one_line_and_a_non_zero_exit(tmp_path, capsys) -> None:
+    """A server that is down or a file that is missing is the user's to fix: one line on
+    stderr, exit 1, no traceback (``--debug`` shows it)."""
+    down = "http://127.0.0.1:9"  # nothing listens on the discard port
+    assert main(["study", "list", "--server", down]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mfms study: error: cannot reach the server at "
+                                               f"{down}")
+    assert main(["study", "create", "--file", str(tmp_path / "missing.json")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.json" in err[0]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["study", "create", "--file", str(bad), "--server", down]) == 1
+    assert "Expecting property name" in capsys.readouterr().err
+    with pytest.raises(ServerUnreachable):
+        main(["--debug", "study", "list", "--server", down])
