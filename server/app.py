@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.auto_upgrade:
+        if settings.auto_upgrade or _empty_sqlite(db):
             migrate.upgrade(db.url)
         _check_schema(db)
         if settings.background:
@@ -169,6 +169,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost (added last): times and logs every request, 413s included.
     app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, router=app.router)
     return app
+
+
+def _empty_sqlite(db: Database) -> bool:
+    """A SQLite database with no schema yet: the embedded default creates its own tables at
+    first start, as Optuna's storage does, so `mfms serve` just works on a new file. A
+    PostgreSQL database is shared infrastructure; it keeps the explicit upgrade."""
+    return db.dialect == "sqlite" and migrate.current_revision(db.url) is None
 
 
 def _check_schema(db: Database) -> None:

@@ -25,16 +25,25 @@ def test_round_trip_and_no_drift(db_url: str) -> None:
     assert diff == []
 
 
-def test_server_refuses_an_unmigrated_database(tmp_path) -> None:
+def test_server_creates_an_empty_sqlite_schema_and_refuses_an_old_one(tmp_path) -> None:
+    """A new SQLite file (the embedded default) gets its schema at first start; a database
+    at an older revision is never upgraded behind the user's back."""
     import pytest
     from fastapi.testclient import TestClient
 
     from server.app import create_app
     from tests.server.conftest import make_settings
 
-    app = create_app(make_settings(f"sqlite:///{tmp_path}/empty.db"))
-    with pytest.raises(RuntimeError, match="mfms db upgrade"), TestClient(app):
+    url = f"sqlite:///{tmp_path}/empty.db"
+    with TestClient(create_app(make_settings(url))) as http:
+        assert http.get("/healthz").json()["status"] == "ok"
+        assert http.get("/studies").json()["studies"] == []
+    assert migrate.current_revision(url) == migrate.head_revision()
+    old = f"sqlite:///{tmp_path}/old.db"
+    migrate.upgrade(old, "0001")
+    with pytest.raises(RuntimeError, match="mfms db upgrade"), \
+            TestClient(create_app(make_settings(old))):
         pass
-    app = create_app(make_settings(f"sqlite:///{tmp_path}/auto.db", auto_upgrade=True))
+    app = create_app(make_settings(old, auto_upgrade=True))
     with TestClient(app) as http:
         assert http.get("/healthz").json()["status"] == "ok"
