@@ -416,6 +416,12 @@ def enqueue_trial(session: Session, *, study: Study, config: StudyConfig, spec: 
         return trial
     if StudyState(study.state).is_finished():
         raise Conflict(f"study {study.id} is {study.state}; it takes no new trials to run")
+    if config.budget_trials is not None:  # the caller holds the study row lock
+        used = trials_run(session, study.id)
+        if used >= config.budget_trials:
+            raise Conflict(f"budget.trials: study {study.id} has run or queued {used} of "
+                           f"its {config.budget_trials} trials; a trial enqueued to run "
+                           "counts against the budget (results with measurements do not)")
     mixture = space.mixtures.to_dict(space.mixtures.validate(spec.mixture))
     space.fidelities.validate(spec.model_size, spec.steps)
     trial = Trial(study_id=study.id, state=_Q, source="user", priority=0,

@@ -13,7 +13,8 @@ Each test reproduces one defect of the adversarial pass and runs on SQLite and P
    422, and the connection stays usable;
 4. every write on a trial (heartbeat, measurements, complete, fail) must name the worker
    holding its lease: omitted is a 422, another worker's is a 409;
-5. ``history.csv`` escapes text a spreadsheet would run as a formula.
+5. ``history.csv`` escapes text a spreadsheet would run as a formula;
+6. hand-enqueued trials count against ``budget.trials``: one past it is a 409.
 """
 
 from __future__ import annotations
@@ -268,4 +269,27 @@ def test_history_csv_escapes_formulas_but_not_numbers(api: MFMSClient, raw) -> N
     trial = trial.model_copy(update={"cost": -1.5, "worker_id": "-w"})
     (row,) = csv.DictReader(io.StringIO(history_csv([trial], ["code", "web", "books"])))
     assert row["cost"] == "-1.5" and row["worker_id"] == "'-w"
+
+
+# -- 6. budget.trials counts hand-enqueued trials -------------------------------------------
+def test_enqueue_past_the_trial_budget_is_refused(api: MFMSClient, raw) -> None:
+    """Hand-enqueued trials count against ``budget.trials`` (``trials_run``), so one past
+    the budget is a 409 naming it; results imported with measurements still go in."""
+    s = api.create_study(study_body(strategy={"name": "random"}, seed=3, budget={"trials": 3}))
+    body = {"mixture": MIX, "model_size": 60e6, "steps": 2000}
+    for _ in range(3):
+        assert _post(raw, f"/studies/{s.id}/trials", body).status_code == 201
+    r = _post(raw, f"/studies/{s.id}/trials", body)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"].startswith("budget.trials: "), r.text
+    assert "3 of its 3 trials" in r.json()["detail"]
+    assert api.get_study(s.id).trials_run == 3 and len(api.list_trials(s.id)) == 3
+    imported = {**body, "measurements": [{"step": 2000, "losses": fake_losses(MIX, 2000)}]}
+    assert _post(raw, f"/studies/{s.id}/trials", imported).status_code == 201
+    ran = 0
+    while (a := api.next_trial("w", study_id=s.id)) is not None:
+        api.complete_trial(a.trial_id, cost=1.0, losses=fake_losses(a.mixture, a.steps),
+                           worker_id="w")
+        ran += 1
+    assert ran == 3 and api.get_study(s.id).state == "completed"
 
