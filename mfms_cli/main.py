@@ -142,7 +142,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             raise SystemExit("mfms worker: --backend torch needs --data DIR "
                              "(see `mfms data prepare` / `mfms data example`)")
         options = {"compile": not args.no_compile}
-        for name in ("batch_size", "seq_len", "micro_batch_size"):
+        for name in ("batch_size", "seq_len", "micro_batch_size", "eval_tokens"):
             if getattr(args, name) is not None:
                 options[name] = getattr(args, name)
         try:
@@ -241,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seq-len", type=int, default=None, help="torch: tokens per sequence")
     w.add_argument("--micro-batch-size", type=int, default=None,
                    help="torch: gradient-accumulation chunk (for large presets)")
+    w.add_argument("--eval-tokens", type=int, default=None,
+                   help="torch: validation tokens per domain at each checkpoint (default: a "
+                        "quarter of the tokens trained between checkpoints, shared by the "
+                        "domains, within 32768..131072)")
     w.add_argument("--no-compile", action="store_true", help="torch: skip torch.compile")
     w.add_argument("--command", default=None,
                    help="command: template with {mixture_json} {model_size} {steps} "

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.trainer.train import MixtureBatches, lr_at, train_trial, warmup_steps
+from workers.trainer.train import (
+    EVAL_TOKENS_MAX,
+    EVAL_TOKENS_MIN,
+    MixtureBatches,
+    default_eval_tokens,
+    lr_at,
+    train_trial,
+    warmup_steps,
+)
 
 FAST = dict(batch_size=4, seq_len=64, eval_tokens=1024, progress=False)
 
@@ -87,3 +95,25 @@ def test_missing_domain_is_a_clear_error(example_dir: Path, three_domains: list[
     assert set(out[0][1]) == {a}
     with pytest.raises(ValueError, match="checkpoints"):
         train_trial(example_dir, {a: 1.0}, 1e5, 2, [3], lambda *r: None, **FAST)
+
+
+def test_default_eval_tokens_scale_with_the_run() -> None:
+    """A short run evaluates little (the floor), a long one the cap, and in between a
+    quarter of the tokens trained between checkpoints, shared by the domains."""
+
+    assert default_eval_tokens(200, 4, 32 * 512, 5) == int(0.25 * 50 * 32 * 512 / 5)
+    assert default_eval_tokens(20, 4, 4 * 64, 3) == EVAL_TOKENS_MIN
+    assert default_eval_tokens(100_000, 8, 32 * 512, 2) == EVAL_TOKENS_MAX
+    assert EVAL_TOKENS_MIN < default_eval_tokens(200, 4, 32 * 512, 5) < EVAL_TOKENS_MAX
+
+
+def test_progress_bar_says_when_it_evaluates(example_dir, capsys) -> None:
+    """The bar's label reads 'evaluating' while a checkpoint is evaluated, so a long
+    evaluation is not mistaken for a frozen run."""
+    steps: list[int] = []
+    train_trial(example_dir, {"python": 0.5, "prose": 0.5}, 1e6, 4, [0, 4],
+                lambda step, losses, cost, *rest: steps.append(step),
+                device="cpu", batch_size=2, seq_len=32, eval_tokens=256, compile=False,
+                progress=True)
+    err = capsys.readouterr().err
+    assert "evaluating" in err and steps == [0, 4]
