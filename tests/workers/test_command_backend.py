@@ -67,3 +67,22 @@ def test_bad_templates_are_refused_up_front() -> None:
         CommandBackend("train.py --mix {mixture}")
     with pytest.raises(ValueError, match="empty"):
         CommandBackend("   ")
+
+
+def test_readme_template_with_relative_paths_runs_from_the_start_directory(
+        api: MFMSClient, tmp_path, monkeypatch) -> None:
+    """The README's example, copied as is (a path relative to the repository root), works
+    when the worker starts in the repository root: the command runs there, not in the
+    trial's folder."""
+    monkeypatch.chdir(EXAMPLE.parents[1])
+    template = (f"{sys.executable} examples/train_example.py --mixture {{mixture_json}} "
+                "--model-size {model_size} --steps {steps} --checkpoints {checkpoints} "
+                "--out {trial_dir}")
+    backend = CommandBackend(template, tmp_path / "work")
+    monkeypatch.chdir(tmp_path)  # later changes of directory do not move the command
+    sid = _study(api, 1)
+    agent = WorkerAgent(api, backend, "w", study_id=sid, poll_min=0.01, poll_max=0.05,
+                        echo=lambda _: None)
+    assert agent.run() == 1
+    (t,) = api.list_trials(sid)
+    assert t.state == "completed", t.fail_reason

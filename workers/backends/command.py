@@ -13,6 +13,10 @@ The script prints one JSON line per checkpoint on stdout::
 optionally with ``"cost"`` (GPU-seconds so far); a line ``{"cost": 5400}`` sets the final
 cost (default: wall seconds x ``gpus``). Any other output passes through to the worker's
 log. A non-zero exit fails the trial with the tail of stderr as the reason.
+
+The command runs in the directory the worker was started in, so the paths a user types
+(``python examples/train_example.py``, ``--data data/``) mean what they mean in their shell;
+``{trial_dir}`` (absolute, also ``$MFMS_TRIAL_DIR``) is where a trial writes its files.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ class CommandBackend:
                 if field is not None and field not in PLACEHOLDERS:
                     raise ValueError(f"--command: unknown placeholder {{{field}}}; known: "
                                      + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
-        self.work_dir = Path(work_dir)
+        self.start_dir = Path.cwd()
+        self.work_dir = (self.start_dir / work_dir).resolve()
         self.gpus = float(gpus)
         self.kill_grace_seconds = kill_grace_seconds
 
@@ -80,7 +85,7 @@ class CommandBackend:
         t0 = time.monotonic()
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, bufsize=1, cwd=trial_dir, env=env)
+                                    text=True, bufsize=1, cwd=self.start_dir, env=env)
         except OSError as exc:
             raise RuntimeError(f"cannot start {argv[0]!r}: {exc}") from exc
         tail: deque[str] = deque(maxlen=40)
