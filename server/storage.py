@@ -38,7 +38,7 @@ __all__ = [
     "study_costs", "trials_run", "get_trial", "list_trials", "claim_trial", "touch_worker",
     "idle_workers", "heartbeat", "add_measurement", "complete_trial", "fail_trial",
     "reap_expired", "enqueue_trial", "history_of", "queued_count", "acquire_proposer",
-    "release_proposer", "insert_proposals", "final_objective_of",
+    "release_proposer", "insert_proposals", "final_objective_of", "check_checkpoints",
 ]
 
 _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
@@ -368,7 +368,9 @@ def reap_expired(session: Session, *, now: datetime, max_attempts: int) -> list[
     return [t.id for t in rows]
 
 
-def _checkpoints(given: Sequence[int], steps: int) -> list[int]:
+def check_checkpoints(given: Sequence[int], steps: int) -> list[int]:
+    """The evaluation steps a trial to run may ask for: sorted, unique, in ``[1, steps]``
+    (hand-enqueued trials and imported ones)."""
     out = sorted({int(s) for s in given})
     if not out or out[0] < 1 or out[-1] > steps:
         raise ValidationError(f"checkpoints: need steps in [1, {steps}]")
@@ -426,7 +428,8 @@ def enqueue_trial(session: Session, *, study: Study, config: StudyConfig, spec: 
     space.fidelities.validate(spec.model_size, spec.steps)
     trial = Trial(study_id=study.id, state=_Q, source="user", priority=0,
                   mixture=mixture, model_size=float(spec.model_size),
-                  steps=spec.steps, checkpoints=_checkpoints(spec.checkpoints, spec.steps),
+                  steps=spec.steps,
+                  checkpoints=check_checkpoints(spec.checkpoints, spec.steps),
                   spec_metadata=_trial_metadata(spec, online, space.mixtures.domains, mixture),
                   created_at=now)
     session.add(trial)

@@ -26,6 +26,16 @@ its history - and so its recommendation - is the original's. Two things cannot c
 
 Queued trials stay queued. A name that already exists is refused (409) unless a new name
 is given. Datetimes are naive UTC, as stored.
+
+Every value passes the checks it would pass arriving live (:func:`_checked_trial`): a trial
+the server ran or queued needs a mixture within the study's bounds, a size on its ladder,
+steps in range and checkpoints within them (as ``POST /studies/{id}/trials``); a result
+imported from an earlier sweep (``source`` ``import``) any point of the simplex and a size
+in the modelled range; losses, proportions and online summaries go through the same
+checks as ``/measurements`` and ``/complete`` (``loss_bounds`` included), and objectives are
+recomputed from the losses. A bad value is a 422 naming its path
+(``trials[3].mixture: ...``), and nothing is written: every study of a document is checked
+before the first row is inserted.
 """
 
 from __future__ import annotations
@@ -37,13 +47,17 @@ from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from mfms_bo import limits
 from mfms_bo.errors import ValidationError as MFMSValidationError
+from mfms_bo.space import MixtureSpace
 from mfms_bo.study import StudyConfig
+from mfms_bo.trials import objective_of
 from mfms_client.schemas import StrictInput, StudyCreate, error_field
-from server.checks import check_storable
+from server.checks import check_online, check_storable
 from server.db import utcnow
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState
+from server.storage import check_checkpoints
 
 __all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
            "import_study", "import_backup", "import_document", "find_study",
@@ -135,10 +149,10 @@ class _Doc(StrictInput):
 
 
 class MeasurementDoc(_Doc):
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=limits.MAX_STEPS)
     losses: dict[str, float]
-    objective: float | None = None
-    cost: float | None = None
+    objective: float | None = None  # recomputed from the losses on import
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST)
     proportions: dict[str, float] | None = None
     created_at: datetime
 
@@ -146,13 +160,13 @@ class MeasurementDoc(_Doc):
 class TrialDoc(_Doc):
     state: TrialState
     source: Literal["strategy", "user", "import"]
-    priority: int
+    priority: int = Field(ge=-(2**31), le=2**31 - 1)
     mixture: dict[str, float]
-    model_size: float = Field(gt=0)
-    steps: int = Field(ge=1)
-    checkpoints: list[int]
+    model_size: float = Field(gt=0, le=limits.MAX_MODEL_SIZE)
+    steps: int = Field(ge=1, le=limits.MAX_STEPS)
+    checkpoints: list[int] = Field(max_length=limits.MAX_CHECKPOINTS)
     spec_metadata: dict[str, Any] = Field(default_factory=dict)
-    attempt: int = Field(1, ge=1)
+    attempt: int = Field(1, ge=1, le=2**31 - 1)
     retry_of: int | None = Field(None, ge=0)
     worker_id: str | None = Field(None, max_length=200)
     created_at: datetime
@@ -160,8 +174,8 @@ class TrialDoc(_Doc):
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
     lease_expires_at: datetime | None = None
-    cost: float | None = None
-    fail_reason: str | None = None
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST)
+    fail_reason: str | None = Field(None, max_length=20_000)
     online_result: dict[str, Any] | None = None
     measurements: list[MeasurementDoc] = Field(default_factory=list)
 
@@ -176,7 +190,7 @@ class TrialDoc(_Doc):
 class StudyPart(_Doc):
     name: str = Field(min_length=1, max_length=200)
     state: StudyState
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=2**31 - 1)
     config: dict[str, Any]
     created_at: datetime
 
@@ -226,25 +240,97 @@ def _first_error(exc: ValidationError) -> str:
 
 
 # -- import ----------------------------------------------------------------------------------
-def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
+_ONLINE_RESULT_KEYS = ("final_proportions", "average_proportions")
+
+
+def _checked_trial(t: TrialDoc, config: StudyConfig) -> TrialDoc:
+    """``t`` with its values as live input stores them (mixture in domain order, sorted
+    checkpoints, objectives recomputed from the losses); raises the live checks' errors,
+    named relative to the trial (``mixture['code']: ...``)."""
+    space = config.space
+    fid, domains = space.fidelities, space.mixtures.domains
+    if t.source == "import" and t.state != TrialState.QUEUED:
+        # A result of an earlier sweep, as POST /studies/{id}/trials takes it with
+        # measurements: any point of the simplex, any size in the modelled range.
+        free = MixtureSpace(domains)
+        mixture = free.to_dict(free.validate(t.mixture))
+        top = max(fid.largest_runnable, fid.target_model_size)
+        if not fid.model_sizes[0] <= t.model_size <= top:
+            raise MFMSValidationError(f"model_size: {t.model_size:g} outside the modelled "
+                                      f"range [{fid.model_sizes[0]:g}, {top:g}]")
+        checkpoints = sorted(set(t.checkpoints))
+        if checkpoints and not 0 <= checkpoints[0] <= checkpoints[-1] <= t.steps:
+            raise MFMSValidationError(f"checkpoints: need steps in [0, {t.steps}]")
+    else:  # a spec the server ran or will run: the study's bounds, ladder and step range
+        mixture = space.mixtures.to_dict(space.mixtures.validate(t.mixture))
+        fid.validate(t.model_size, t.steps)
+        checkpoints = check_checkpoints(t.checkpoints, t.steps)
+    meta = dict(t.spec_metadata)
+    if meta.get("online") is not None:  # where /next-trial looks for a trial's override
+        check_online(domains, meta["online"], mixture, field="spec_metadata.online")
+    online_result = None
+    if t.online_result is not None:
+        online_result = {}
+        for key, value in t.online_result.items():
+            if key not in _ONLINE_RESULT_KEYS:
+                raise MFMSValidationError(f"online_result.{key}: unknown field; expected "
+                                          f"{' or '.join(_ONLINE_RESULT_KEYS)}")
+            if value is not None:
+                online_result[key] = config.check_proportions(value, f"online_result.{key}")
+    weights = space.objective_weights or {}
+    measurements = []
+    for j, m in enumerate(t.measurements):
+        losses = config.check_losses(m.losses, f"measurements[{j}].losses")
+        if m.step > t.steps:
+            raise MFMSValidationError(f"measurements[{j}].step: {m.step} is beyond the "
+                                      f"trial's steps ({t.steps})")
+        proportions = (None if m.proportions is None else
+                       config.check_proportions(m.proportions, f"measurements[{j}].proportions"))
+        measurements.append(m.model_copy(update={
+            "losses": losses, "proportions": proportions,
+            "objective": objective_of(losses, weights)}))
+    return t.model_copy(update={"mixture": mixture, "checkpoints": checkpoints,
+                                "online_result": online_result or None,
+                                "measurements": measurements})
+
+
+def _checked(session: Session, parsed: StudyDoc, name: str | None, where: str = ""
+             ) -> tuple[str, StudyDoc]:
+    """The study's name and its document with every trial checked as live input
+    (:func:`_checked_trial`); writes nothing. Raises InvalidDocument (422) naming the path
+    (``where`` + ``trials[3].mixture: ...``) or Conflict (409) for a taken name."""
     part = parsed.study
     if name is not None:
         check_storable(name, "name")
     name = name or part.name
     config = dict(part.config)
     try:  # the config must still describe a valid study (same checks as POST /studies)
-        StudyCreate.model_validate({**config, "name": name})
+        create = StudyCreate.model_validate({**config, "name": name})
     except ValidationError as exc:
-        raise InvalidDocument("study.config." + _first_error(exc)) from None
-    study_config = StudyConfig.from_dict(config)
-    study_config.make_strategy(part.seed)
-    for i, t in enumerate(parsed.trials):  # losses as live reports take them (loss_bounds)
-        for j, m in enumerate(t.measurements):
-            study_config.check_losses(m.losses, f"trials[{i}].measurements[{j}].losses")
+        raise InvalidDocument(f"{where}study.config." + _first_error(exc)) from None
+    try:
+        study_config = StudyConfig.from_dict(config)
+        study_config.make_strategy(part.seed)
+        if create.online is not None:
+            check_online(create.domains, create.online, field="study.config.online")
+    except MFMSValidationError as exc:
+        raise InvalidDocument(f"{where}{exc}") from None
+    trials = []
+    for i, t in enumerate(parsed.trials):
+        try:
+            trials.append(_checked_trial(t, study_config))
+        except MFMSValidationError as exc:
+            raise InvalidDocument(f"{where}trials[{i}].{exc}") from None
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise Conflict(f"name: a study named {name!r} already exists; import it under "
                        "another name (mfms db import FILE --name NEW)")
-    study = Study(name=name, config=config, state=part.state.value, seed=part.seed,
+    return name, parsed.model_copy(update={"trials": trials})
+
+
+def _insert(session: Session, parsed: StudyDoc, name: str) -> Study:
+    """Write a document :func:`_checked` returned."""
+    part = parsed.study
+    study = Study(name=name, config=dict(part.config), state=part.state.value, seed=part.seed,
                   created_at=part.created_at)
     session.add(study)
     session.flush()
@@ -278,8 +364,10 @@ def _insert(session: Session, parsed: StudyDoc, name: str | None) -> Study:
 
 def import_study(session: Session, doc: Any, name: str | None = None) -> Study:
     """Recreate an exported study under new ids (see the module notes); 422 for a document
-    this version cannot read, 409 when the name is taken."""
-    return _insert(session, _parse(doc), name)
+    this version cannot read or a value live input would refuse, 409 when the name is
+    taken."""
+    checked_name, parsed = _checked(session, _parse(doc), name)
+    return _insert(session, parsed, checked_name)
 
 
 def import_backup(session: Session, doc: Any) -> list[Study]:
@@ -293,7 +381,8 @@ def import_backup(session: Session, doc: Any) -> list[Study]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidDocument(f"studies: names repeated in the backup: {dupes}")
-    return [_insert(session, p, None) for p in parsed]
+    checked = [_checked(session, p, None, f"studies[{i}].") for i, p in enumerate(parsed)]
+    return [_insert(session, p, n) for n, p in checked]
 
 
 def import_document(session: Session, doc: Any, name: str | None = None) -> list[Study]:

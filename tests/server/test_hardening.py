@@ -14,7 +14,9 @@ Each test reproduces one defect of the adversarial pass and runs on SQLite and P
 4. every write on a trial (heartbeat, measurements, complete, fail) must name the worker
    holding its lease: omitted is a 422, another worker's is a 409;
 5. ``history.csv`` escapes text a spreadsheet would run as a formula;
-6. hand-enqueued trials count against ``budget.trials``: one past it is a 409.
+6. hand-enqueued trials count against ``budget.trials``: one past it is a 409;
+7. an import document passes the checks live input gets (mixtures, fidelities,
+   checkpoints, losses, online summaries), all or nothing.
 """
 
 from __future__ import annotations
@@ -292,4 +294,79 @@ def test_enqueue_past_the_trial_budget_is_refused(api: MFMSClient, raw) -> None:
                            worker_id="w")
         ran += 1
     assert ran == 3 and api.get_study(s.id).state == "completed"
+
+
+# -- 7. import runs the live checks ---------------------------------------------------------
+def _import_doc(api: MFMSClient, raw) -> tuple[int, dict, int, int]:
+    """An export with a completed trial (its index ``done``, with proportions and an online
+    summary) and a hand-queued one (``queued``)."""
+    s = api.create_study(study_body(strategy={"name": "random"}, seed=3))
+    a = api.next_trial("w", study_id=s.id)
+    for step in a.checkpoints:
+        api.post_measurement(a.trial_id, step, fake_losses(a.mixture, step), worker_id="w",
+                             proportions=MIX)
+    api.complete_trial(a.trial_id, cost=1.0, worker_id="w",
+                       online={"final_proportions": MIX, "average_proportions": MIX})
+    api.enqueue_trial(s.id, MIX, 60e6, 2000)
+    doc = raw.get(f"/studies/{s.id}/export").json()
+    states = [t["state"] for t in doc["trials"]]
+    return s.id, doc, states.index("completed"), len(states) - 1
+
+
+def test_import_refuses_what_live_input_refuses(api: MFMSClient, raw) -> None:
+    sid, doc, done, queued = _import_doc(api, raw)
+    assert doc["trials"][queued]["source"] == "user"
+    off_simplex = {"code": 0.9, "web": 0.9}
+    cases = [
+        ((queued, "mixture"), {"evil": 7, "code": -3}, f"trials[{queued}].mixture: unknown "
+                                                        "domain(s) ['evil']"),
+        ((queued, "mixture"), {"code": -3, "web": 4}, f"trials[{queued}].mixture['code']: "
+                                                       "weights must be >= 0"),
+        ((queued, "model_size"), 12345, f"trials[{queued}].model_size: 12345 is not on the "
+                                        "ladder"),
+        ((queued, "steps"), 10**9, f"trials[{queued}].steps: 1000000000 outside [500, 4000]"),
+        ((queued, "checkpoints"), [-5], f"trials[{queued}].checkpoints: need steps in "
+                                        "[1, 2000]"),
+        ((queued, "spec_metadata"), {"online": {"method": "nope"}},
+         f"trials[{queued}].spec_metadata.online"),
+        ((done, "online_result"), {"final_proportions": off_simplex},
+         f"trials[{done}].online_result.final_proportions: weights must sum to 1"),
+        ((done, "online_result"), {"best": MIX}, f"trials[{done}].online_result.best"),
+        ((done, "measurements", 0, "losses"), {"code": -1.0},
+         f"trials[{done}].measurements[0].losses['code']"),
+        ((done, "measurements", 0, "losses"), {"evil": 3.0},
+         f"trials[{done}].measurements[0].losses"),
+        ((done, "measurements", 0, "proportions"), off_simplex,
+         f"trials[{done}].measurements[0].proportions: weights must sum to 1"),
+        ((done, "measurements", 0, "step"), 10**6,
+         f"trials[{done}].measurements[0].step: 1000000 is beyond the trial's steps"),
+        ((done, "cost"), -1.0, f"trials.{done}.cost: Input should be greater than or equal"),
+    ]
+    for (i, *path), bad, want in cases:
+        broken = json.loads(json.dumps(doc))
+        target = broken["trials"][i]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = bad
+        r = _post(raw, "/studies/import", broken, params={"name": "copy"})
+        assert r.status_code == 422, (want, r.text)
+        assert want in r.json()["detail"], (want, r.text)
+    broken = json.loads(json.dumps(doc))
+    broken["study"]["config"]["online"] = {"method": "nope"}
+    r = _post(raw, "/studies/import", broken, params={"name": "copy"})
+    assert r.status_code == 422 and "study.config.online" in r.json()["detail"], r.text
+    assert [s.id for s in api.list_studies()] == [sid]  # nothing was written
+    # the CLI's path (mfms db import / restore) runs the same checks, all or nothing
+    backup = json.loads(json.dumps({"format": "mfms-backup", "version": 1, "studies": [
+        {**doc, "study": {**doc["study"], "name": name}} for name in ("first", "second")]}))
+    backup["studies"][1]["trials"][queued]["mixture"] = {"evil": 1.0}
+    db = raw.app.state.db
+    with pytest.raises(transfer.InvalidDocument, match=r"studies\[1\]\.trials\[\d+\]\.mixture"):
+        with db.session() as session:
+            transfer.import_document(session, backup)
+    assert [s.id for s in api.list_studies()] == [sid]
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})  # the untouched export
+    assert r.status_code == 201, r.text
+    copy = api.list_trials(r.json()["id"])
+    assert [t.mixture for t in copy] == [t["mixture"] for t in doc["trials"]]
 
