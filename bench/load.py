@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -128,10 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MFMS_DATABASE_URL": url, "MFMS_API_TOKEN": ""}
     env.pop("MFMS_API_TOKEN")
+    # The server's log (an access line per request) goes to a file: a pipe nobody reads
+    # fills up after a few seconds of load and blocks the server mid-request.
+    log_path = Path(tempfile.mkstemp(prefix="mfms-load-server-", suffix=".log")[1])
+    log_file = log_path.open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "mfms_cli", "serve", "--port", str(port), "--upgrade",
          "--log-level", "warning", "--workers", str(args.server_workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    failed = True
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("server did not start: " + server.stderr.read().decode())
+                raise RuntimeError("server did not start; its log ends:\n"
+                                   + log_path.read_text(errors="replace")[-4000:])
             time.sleep(0.2)
         doms = [f"d{i}" for i in range(args.domains)]
         study = httpx.post(f"{base}/studies", json={
@@ -150,15 +157,24 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoints": args.checkpoints, "strategy": {"name": args.strategy}, "seed": 0},
             timeout=30).json()
         res = asyncio.run(_drive(base, study["id"], args.workers, args.seconds))
-    finally:
         server.terminate()
         server.wait(30)
-    engine = create_engine(url)
-    with engine.connect() as c:
-        stored = {(int(a), int(b)) for a, b in c.execute(text(
-            "SELECT trial_id, step FROM measurements"))}
-    engine.dispose()
-    cleanup()
+        engine = create_engine(url)
+        with engine.connect() as c:
+            stored = {(int(a), int(b)) for a, b in c.execute(text(
+                "SELECT trial_id, step FROM measurements"))}
+        engine.dispose()
+        failed = False
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(30)
+        log_file.close()
+        cleanup()  # the throwaway database goes, whatever happened
+        if failed:
+            print(f"server log kept at {log_path}", file=sys.stderr)
+        else:
+            log_path.unlink(missing_ok=True)
 
     lat = res["lat"]
     n_req = sum(len(v) for v in lat.values())
