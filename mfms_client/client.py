@@ -209,9 +209,22 @@ class MFMSClient:
                              else dict(value) if key in ("metadata", "online") else value)
         return self._post(f"/studies/{study_id}/trials", TrialPublic, body)
 
-    def list_trials(self, study_id: int, state: str | None = None) -> list[TrialPublic]:
-        params = {"state": state} if state else None
-        return self._get(f"/studies/{study_id}/trials", TrialList, params).trials
+    def list_trials(self, study_id: int, state: str | None = None, page_size: int = 1000
+                    ) -> list[TrialPublic]:
+        """Every trial of the study (optionally in one state), fetched a page at a time."""
+        out: list[TrialPublic] = []
+        after: int | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if state:
+                params["state"] = state
+            if after is not None:
+                params["after"] = after
+            page = self._get(f"/studies/{study_id}/trials", TrialList, params)
+            out += page.trials
+            if page.next_cursor is None:
+                return out
+            after = page.next_cursor
 
     def get_trial(self, trial_id: int) -> TrialPublic:
         return self._get(f"/trials/{trial_id}", TrialPublic)

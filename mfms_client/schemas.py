@@ -355,6 +355,8 @@ class TrialPublic(BaseModel):
 
 class TrialList(BaseModel):
     trials: list[TrialPublic]
+    next_cursor: int | None = Field(
+        None, description="pass as `after` for the next page; null on the last page")
 
 
 class RecommendationPublic(BaseModel):

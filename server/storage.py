@@ -155,11 +155,18 @@ def get_trial(session: Session, trial_id: int, *, lock: bool = False,
     return trial
 
 
-def list_trials(session: Session, study_id: int, state: str | None = None) -> list[Trial]:
+def list_trials(session: Session, study_id: int, state: str | None = None, *,
+                after: int | None = None, limit: int | None = None) -> list[Trial]:
+    """A study's trials in id order; ``after`` (a trial id, exclusive) and ``limit`` page
+    through a large study by keyset, which stays fast at any depth, unlike an offset."""
     q = (select(Trial).where(Trial.study_id == study_id).order_by(Trial.id)
          .options(selectinload(Trial.measurements)))
     if state is not None:
         q = q.where(Trial.state == state)
+    if after is not None:
+        q = q.where(Trial.id > after)
+    if limit is not None:
+        q = q.limit(limit)
     return list(session.scalars(q))
 
 

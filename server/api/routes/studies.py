@@ -149,11 +149,18 @@ TrialStateFilter = Literal["queued", "running", "completed", "failed", "abandone
 
 @router.get("/{study_id}/trials", response_model=TrialList, dependencies=[ReadAuth])
 def list_trials(study_id: StudyId, db: DbDep,
-                state: TrialStateFilter | None = Query(None)) -> TrialList:  # noqa: B008
+                state: TrialStateFilter | None = Query(None),  # noqa: B008
+                limit: int | None = Query(None, ge=1, le=10_000,
+                                          description="page size (default: every trial)"),
+                after: int | None = Query(None, ge=0,
+                                          description="cursor: the previous page's "
+                                                      "next_cursor")) -> TrialList:
     with db.session() as s:
         storage.get_study(s, study_id)
-        return TrialList(trials=[trial_public(t)
-                                 for t in storage.list_trials(s, study_id, state)])
+        rows = storage.list_trials(s, study_id, state, after=after, limit=limit)
+        more = limit is not None and len(rows) == limit
+        return TrialList(trials=[trial_public(t) for t in rows],
+                         next_cursor=rows[-1].id if more else None)
 
 
 @router.get("/{study_id}/recommendation", response_model=RecommendationPublic,
