@@ -103,7 +103,8 @@ _ERRORS: dict[int | str, dict] = {
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    db = Database(settings.database_url, settings.pool_size)
+    db = Database(settings.database_url, settings.pool_size,
+                  timeout=settings.database_timeout_seconds)
     study_cache = StudyCache()
     app_metrics = Metrics(db, settings)  # this app's own registry (create_app may run often)
     proposer = Proposer(db, settings, study_cache, metrics=app_metrics)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         120.0, gt=0, description="workers seen this recently count when sizing the queue")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest accepted request body")
     pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size")
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, le=600, description="longest a request waits on the database (connect, "
+                                       "pool checkout, each statement and round trip; "
+                                       "SQLite's busy timeout) before answering 503")
     log_format: Literal["text", "json"] = Field(
         "text", description="server logs: text lines, or one JSON object per line")
 

@@ -4,8 +4,12 @@
   database itself, so a read-then-write such as claiming a trial cannot interleave with
   another), WAL journal and a busy timeout so concurrent requests wait instead of failing.
 * PostgreSQL (psycopg 3): a pooled engine with ``pool_pre_ping`` so a restarted database is
-  picked up again without a server restart, and a connect timeout so an unreachable one is
-  a 503 within seconds.
+  picked up again without a server restart. One setting, ``database_timeout_seconds``
+  (``T``), bounds every wait on the database: connecting (``connect_timeout``), a pool
+  checkout, each statement on the server (``statement_timeout``), and each round trip on
+  the client (:class:`_TimedConnection`), so a database that is unreachable, or connected
+  but silent, is a 503 within about ``T`` instead of a hang. TCP keepalives and
+  ``tcp_user_timeout`` find connections lost to a network partition while they sit idle.
 
 Connection failures surface as :class:`~server.errors.Unavailable` (HTTP 503) from
 :meth:`Database.session`, so callers never see driver exceptions.
@@ -13,11 +17,14 @@ Connection failures surface as :class:`~server.errors.Unavailable` (HTTP 503) fr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+import psycopg
+from sqlalchemy import Engine, ExceptionContext, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,9 +32,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.config import normalize_database_url
 from server.errors import Unavailable
 
-__all__ = ["Database", "utcnow", "CONNECT_TIMEOUT_SECONDS"]
+__all__ = ["Database", "utcnow", "CONNECT_TIMEOUT_SECONDS", "DEFAULT_TIMEOUT_SECONDS"]
 
-CONNECT_TIMEOUT_SECONDS = 5  # PostgreSQL; a ?connect_timeout= in the URL takes precedence
+DEFAULT_TIMEOUT_SECONDS = 5.0  # Settings.database_timeout_seconds
+# PostgreSQL's connect timeout at the default; a ?connect_timeout= in the URL takes precedence
+CONNECT_TIMEOUT_SECONDS = math.ceil(DEFAULT_TIMEOUT_SECONDS)
+# The client waits this much longer than the server's statement_timeout, so a database that
+# is slow but alive reports its own timeout (and keeps the connection) before the client
+# gives up on a silent one and drops it.
+_CLIENT_GRACE_SECONDS = 0.5
 
 
 def utcnow() -> datetime:
@@ -35,15 +48,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+def _sqlite_engine(url: str, timeout: float) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # DBAPI types
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
             cur.execute("PRAGMA journal_mode=WAL")
         cur.close()
@@ -58,18 +71,34 @@ def _sqlite_engine(url: str) -> Engine:
 class Database:
     """An engine plus a session factory; one per process (and per test)."""
 
-    def __init__(self, url: str, pool_size: int = 20) -> None:
+    def __init__(self, url: str, pool_size: int = 20,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.url = normalize_database_url(url)
+        self.timeout = timeout
         if self.url.startswith("sqlite"):
-            self.engine = _sqlite_engine(self.url)
+            # A writer waits this long for another process's write lock ("database is
+            # locked" is then a 503 like any other unavailable database).
+            self.engine = _sqlite_engine(self.url, timeout)
         else:
-            # Without a connect timeout a database host that does not answer (a network
-            # partition) holds every request for minutes instead of a prompt 503.
-            timeout = {} if "connect_timeout" in make_url(self.url).query \
-                else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=pool_size,
-                                        max_overflow=pool_size, pool_timeout=30,
-                                        connect_args=timeout)
+                                        max_overflow=pool_size, pool_timeout=timeout,
+                                        connect_args=_pg_connect_args(self.url, timeout))
+            answer_within = timeout + _CLIENT_GRACE_SECONDS
+
+            @event.listens_for(self.engine, "do_connect")
+            def _timed(_dialect, _rec, cargs, cparams) -> _TimedConnection:  # DBAPI types
+                conn = _TimedConnection.connect(*cargs, **cparams)
+                conn.answer_within = answer_within
+                return conn
+
+            @event.listens_for(self.engine, "handle_error")
+            def _silent_is_not_restarted(ctx: ExceptionContext) -> None:
+                # A pre-ping that failed on a dropped connection (a restarted database)
+                # reconnects and carries on; one the database left unanswered fails the
+                # checkout at once, instead of waiting the connect timeout on top for a
+                # new connection to a database that is not answering.
+                if ctx.is_pre_ping and isinstance(ctx.original_exception, _NoAnswer):
+                    ctx.is_disconnect = False
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -95,6 +124,54 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _pg_connect_args(url: str, timeout: float) -> dict[str, Any]:
+    """libpq parameters derived from the one timeout; any the URL sets itself win (SQLAlchemy
+    would let ``connect_args`` override the URL's query otherwise)."""
+    seconds = max(1, math.ceil(timeout))
+    args: dict[str, Any] = {
+        "connect_timeout": max(2, seconds),  # libpq and psycopg take anything under 2 as 2
+        "keepalives": 1, "keepalives_idle": seconds,
+        "keepalives_interval": max(1, math.ceil(timeout / 3)), "keepalives_count": 3,
+        "tcp_user_timeout": int(2 * timeout * 1000),  # ms unacknowledged before a drop
+    }
+    query = make_url(url).query
+    args = {k: v for k, v in args.items() if k not in query}
+    options = str(query.get("options", ""))
+    if "statement_timeout" not in options:
+        args["options"] = f"{options} -c statement_timeout={int(timeout * 1000)}".strip()
+    return args
+
+
+class _NoAnswer(psycopg.OperationalError):
+    """A round trip outlived ``answer_within``; the connection is closed."""
+
+
+class _TimedConnection(psycopg.Connection):
+    """A psycopg connection whose every round trip (statement, commit, rollback, the pool's
+    ping) ends within ``answer_within`` seconds.
+
+    ``statement_timeout`` only helps while the server can answer, and TCP keepalives while
+    the peer's kernel stops acknowledging; a database process that accepts bytes and never
+    replies (hung, or behind a proxy that stalls) defeats both. On expiry the connection is
+    closed, since the protocol is mid-message, which SQLAlchemy reads as a disconnect: the
+    connection leaves the pool and :meth:`Database.session` answers 503.
+    """
+
+    answer_within: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        """psycopg >= 3.3 routes every network wait of a connection and its cursors through
+        here; ``timeout`` is set by callers with their own deadline (``notifies``)."""
+        if timeout is not None or self.answer_within is None:
+            return super().wait(gen, interval=interval, timeout=timeout)
+        try:
+            return super().wait(gen, interval=interval, timeout=self.answer_within)
+        except psycopg.errors._WaitTimeout as exc:  # psycopg's (private) wait expiry
+            self.close()
+            raise _NoAnswer(
+                f"no answer from the database within {self.answer_within:g} s") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -257,6 +257,10 @@ class TcpProxy:
     restarts); ``start()`` listens again on the same port, as a database that came back.
     ``start(silent=True)`` accepts connections and never answers: a database behind a
     network partition, which only a client-side timeout can turn into an error.
+    ``stall()`` stops forwarding bytes both ways on the open (pooled) connections without
+    closing them, and holds new ones unanswered: a hung database whose kernel still
+    acknowledges every packet, so neither TCP keepalives nor ``tcp_user_timeout`` fire;
+    ``resume()`` forwards again, the queued bytes included.
     """
 
     def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
@@ -291,6 +295,21 @@ class TcpProxy:
         with self._lock:
             self._listener = lst
             self._sel.register(lst, selectors.EVENT_READ)
+
+    def stall(self) -> None:
+        with self._lock:
+            self._silent = True
+            for sock in self._peers:
+                self._sel.unregister(sock)
+
+    def resume(self) -> None:
+        with self._lock:
+            self._silent = False
+            for sock in self._peers:
+                self._sel.register(sock, selectors.EVENT_READ)
+            for sock in self._held:  # their clients gave up on them long ago
+                sock.close()
+            self._held.clear()
 
     def stop(self) -> None:
         """Refuse new connections and cut every open one."""
@@ -378,18 +397,21 @@ class TcpProxy:
 
 
 def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) -> None:
-    """The server reaches PostgreSQL through ``TcpProxy``; the database goes away twice,
-    once refusing connections (3 s) and once silent (accepting and never answering, as
-    behind a network partition). Meanwhile every route answers 503 with a message saying
-    the database is unavailable and a Retry-After header, within seconds (no hang, no 500);
-    each time the server recovers by itself when the database is back (its pool
-    reconnects); 3 agents working through both outages lose nothing and the study
-    completes."""
+    """The server reaches PostgreSQL through ``TcpProxy``; the database goes away three
+    times: refusing connections (3 s), silent (accepting and never answering, as behind a
+    network partition), and stalled (the pooled connections stay open but no byte moves
+    either way, new ones are never answered). Meanwhile every route answers 503 with a
+    message saying the database is unavailable and a Retry-After header, within seconds (no
+    hang, no 500); each time the server recovers by itself when the database is back (its
+    pool reconnects, or the stalled connections move again); 3 agents working through the
+    outages lose nothing and the study completes."""
     proxy = TcpProxy()
     proxy.start()
     budget = 8
-    # a silent database is detected by the connect timeout: 2 s here (the default is 5 s)
-    settings = make_settings(proxy.url_for(pg_database) + "?connect_timeout=2",
+    # MFMS_DATABASE_TIMEOUT_SECONDS: 1 s here (the default is 5 s), which makes the connect
+    # timeout 2 s (libpq's least) and a statement or round trip give up after 1-1.5 s.
+    timeout = 1.0
+    settings = make_settings(proxy.url_for(pg_database), database_timeout_seconds=timeout,
                              background=True, maintenance_interval_seconds=0.3,
                              lease_seconds=10, next_trial_wait_seconds=1)
     try:
@@ -403,34 +425,48 @@ def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) 
                       ("POST", "/trials/1/heartbeat", {"worker_id": "probe"})]
             with Fleet(srv.url, s.id, n=3, pause=0.1) as fleet, \
                     httpx.Client(base_url=srv.url, timeout=30) as http:
-                for silent, done in ((False, 2), (True, 3)):
+                for outage, done in (("refusing", 2), ("silent", 3), ("stalled", 4)):
                     wait_until(lambda done=done: api.get_study(s.id).counts["completed"] >= done,
                                60, f"{done} trials done")
                     assert proxy.connections > 0
-                    proxy.stop()
-                    if silent:
+                    if outage == "stalled":
+                        pooled = proxy.connections
+                        proxy.stall()
+                    else:
+                        proxy.stop()
+                    if outage == "silent":
                         proxy.start(silent=True)
                     down_at = time.monotonic()
                     slowest = 0.0
-                    for method, path, body in probes[::3] if silent else probes:
+                    # healthz and a read: a stalled pooled connection used to hold them for
+                    # as long as the stall lasted
+                    for method, path, body in (probes if outage == "refusing" else
+                                               probes[::3] if outage == "silent" else
+                                               probes[:3:2]):
                         t0 = time.monotonic()
-                        r = http.request(method, path, json=body)
+                        r = http.request(method, path, json=body, timeout=timeout + 5)
                         took = time.monotonic() - t0
                         assert r.status_code == 503, (path, r.status_code, r.text)
                         assert r.json()["detail"].startswith("database unavailable") or \
                             r.json()["detail"].startswith("database connection lost"), r.text
                         assert int(r.headers["retry-after"]) > 0
-                        assert took < 5.0, (path, took)
+                        # a stalled pooled connection: the round trip (T + 0.5 s), then the
+                        # pre-ping's reconnect meets the connect timeout (2 s)
+                        assert took < timeout + 3.0, (path, took)
                         slowest = max(slowest, took)
                     time.sleep(max(0.0, 3.0 - (time.monotonic() - down_at)))
-                    proxy.stop()
-                    proxy.start()
+                    if outage == "stalled":
+                        proxy.resume()
+                    else:
+                        proxy.stop()
+                        proxy.start()
                     back_at = time.monotonic()
                     wait_until(lambda: http.get("/healthz").status_code == 200, 15,
                                "the server to reconnect by itself")
-                    print(f"\n{'silent' if silent else 'refusing'} database: 503 within "
-                          f"{slowest:.2f} s, healthy again {time.monotonic() - back_at:.2f} s "
-                          "after it returned")
+                    print(f"\n{outage} database"
+                          f"{f' ({pooled} pooled connections)' if outage == 'stalled' else ''}"
+                          f": 503 within {slowest:.2f} s, healthy again "
+                          f"{time.monotonic() - back_at:.2f} s after it returned")
                 wait_until(lambda: api.get_study(s.id).state == "completed", 90,
                            "the study to complete after the outages")
                 fleet.join(60)
@@ -446,27 +482,39 @@ def test_database_outage_is_503_then_recovers_without_restart(pg_database: str) 
             assert [m.step for m in t.measurements] == t.checkpoints, t.id
 
 
-def test_postgres_connections_time_out_by_default() -> None:
-    """The outage test sets a 2 s connect timeout in its URL; without one in the URL the
-    server still has one, so a silent database cannot hold requests for minutes."""
-    from sqlalchemy import event
-
+def test_postgres_connections_time_out_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without timeouts in the URL the server still sets them, all from one setting (the
+    default 5 s, or ``database_timeout_seconds``): the connect timeout, the server's
+    ``statement_timeout`` and TCP keepalives, so a silent database cannot hold requests
+    for minutes. What the URL sets itself is kept."""
+    from server import db as server_db
     from server.db import CONNECT_TIMEOUT_SECONDS, Database
 
     seen: dict = {}
-    for url, want in (("postgresql://u@127.0.0.1:9/x", CONNECT_TIMEOUT_SECONDS),
-                      ("postgresql://u@127.0.0.1:9/x?connect_timeout=7", "7")):
-        db = Database(url)
 
-        @event.listens_for(db.engine, "do_connect")
-        def _capture(_dialect, _rec, _cargs, cparams) -> None:
-            seen.update(cparams)
-            raise ConnectionAbortedError("captured")
+    def capture(*_args, **cparams) -> None:
+        seen.update(cparams)
+        raise ConnectionAbortedError("captured")
 
+    monkeypatch.setattr(server_db._TimedConnection, "connect", capture)
+
+    for url, timeout, want in (
+            ("postgresql://u@127.0.0.1:9/x", None,
+             {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "keepalives": 1,
+              "keepalives_idle": 5, "keepalives_count": 3, "tcp_user_timeout": 10000,
+              "options": "-c statement_timeout=5000"}),
+            ("postgresql://u@127.0.0.1:9/x?connect_timeout=7", 1.5,
+             {"connect_timeout": "7", "keepalives_idle": 2, "keepalives_interval": 1,
+              "options": "-c statement_timeout=1500"}),
+            ("postgresql://u@127.0.0.1:9/x?options=-c%20work_mem%3D8MB", 0.5,
+             {"connect_timeout": 2, "options": "-c work_mem=8MB -c statement_timeout=500"})):
+        seen.clear()
+        db = Database(url) if timeout is None else Database(url, timeout=timeout)
         with pytest.raises(Exception, match="captured"):
             db.engine.connect()
         db.dispose()
-        assert 0 < CONNECT_TIMEOUT_SECONDS <= 10 and str(seen["connect_timeout"]) == str(want)
+        assert 0 < CONNECT_TIMEOUT_SECONDS <= 10
+        assert {k: seen.get(k) for k in want} == want, seen
 
 
 def test_outage_mid_proposal_does_not_stall_the_study(pg_database: str) -> None:
