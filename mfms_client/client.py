@@ -245,13 +245,20 @@ class MFMSClient:
 
     # -- the worker protocol ---------------------------------------------------------------
     def next_trial(self, worker_id: str, study_id: int | None = None,
-                   max_model_size: float | None = None) -> TrialAssignment | None:
-        """``POST /next-trial``: a leased trial, or None when there is no work now."""
+                   max_model_size: float | None = None,
+                   domains: Sequence[str] | None = None) -> TrialAssignment | None:
+        """``POST /next-trial``: a leased trial, or None when there is no work now (for a
+        worker with ``domains``, none of a study it has the domains of)."""
         body: dict[str, Any] = {"worker_id": worker_id}
         if study_id is not None:
             body["study_id"] = study_id
+        caps: dict[str, Any] = {}
         if max_model_size is not None:
-            body["capabilities"] = {"max_model_size": max_model_size}
+            caps["max_model_size"] = max_model_size
+        if domains is not None:
+            caps["domains"] = list(domains)
+        if caps:
+            body["capabilities"] = caps
         resp = self._request("POST", "/next-trial", json=body)
         if resp.status_code == 204:
             return None

@@ -229,6 +229,11 @@ class StudyList(BaseModel):
 
 class Capabilities(_In):
     max_model_size: float | None = Field(None, gt=0, le=limits.MAX_MODEL_SIZE)
+    domains: list[str] | None = Field(
+        None, max_length=limits.MAX_DOMAINS,
+        description="the domains this worker can train on or simulate: it is only given "
+                    "trials of studies whose domains (and loss domains) it has; omitted: "
+                    "any study")
 
 
 class NextTrialRequest(_In):

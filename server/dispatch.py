@@ -9,10 +9,13 @@ study's proposer lock, in which case it polls the queue until ``next_trial_wait_
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server import storage
 from server.config import Settings
@@ -33,43 +36,65 @@ class Claim:
 
 
 def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_id: str,
-               study_id: int | None, max_model_size: float | None) -> Claim:
-    caps = {"max_model_size": max_model_size} if max_model_size is not None else {}
+               study_id: int | None, max_model_size: float | None,
+               domains: Sequence[str] | None = None) -> Claim:
+    caps: dict[str, Any] = {}
+    if max_model_size is not None:
+        caps["max_model_size"] = max_model_size
+    if domains is not None:
+        caps["domains"] = list(domains)
     now = utcnow()
     with db.session() as s:  # the fast path: one transaction
         storage.touch_worker(s, worker_id=worker_id, capabilities=caps, now=now)
         storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
-        claim = _claim_in(s, settings, worker_id, study_id, max_model_size)
+        allowed = _matching_studies(s, domains)
+        claim = _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
     if claim.trial is not None or (claim.study_state not in (None, StudyState.RUNNING.value)):
         return claim
     deadline = time.monotonic() + settings.next_trial_wait_seconds
     while True:
         busy = False
         for sid in _running_studies(db, study_id):
+            if allowed is not None and sid not in allowed:
+                continue  # a study this worker lacks the domains of: propose nothing for it
             want = max(1, min(settings.queue_max, _idle(db, settings)))
             result = proposer.top_up(sid, want=want, max_model_size=max_model_size)
             busy |= result.busy
             if result.made:
-                claim = _claim(db, settings, worker_id, sid, max_model_size)
+                claim = _claim(db, settings, worker_id, sid, max_model_size, allowed)
                 if claim.trial is not None:
                     return claim
-        claim = _claim(db, settings, worker_id, study_id, max_model_size)
+        claim = _claim(db, settings, worker_id, study_id, max_model_size, allowed)
         if claim.trial is not None or not busy or time.monotonic() >= deadline:
             return claim
         time.sleep(0.2)
 
 
+def _matching_studies(s: Session, domains: Sequence[str] | None) -> set[int] | None:
+    """Running studies whose domains and loss domains a worker with ``domains`` has (None:
+    no restriction). A simulator or a data folder without a study's domain could only fail
+    its trials; matching here keeps such a worker from spending the study's budget."""
+    if domains is None:
+        return None
+    have = set(domains)
+    rows = s.execute(select(Study.id, Study.config)
+                     .where(Study.state == StudyState.RUNNING.value))
+    return {sid for sid, config in rows
+            if set(config.get("domains") or ()) | set(config.get("loss_domains") or ())
+            <= have}
+
+
 def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | None,
-           max_model_size: float | None) -> Claim:
+           max_model_size: float | None, allowed: set[int] | None = None) -> Claim:
     with db.session() as s:
-        return _claim_in(s, settings, worker_id, study_id, max_model_size)
+        return _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
 
 
-def _claim_in(s, settings: Settings, worker_id: str, study_id: int | None,
-              max_model_size: float | None) -> Claim:
+def _claim_in(s: Session, settings: Settings, worker_id: str, study_id: int | None,
+              max_model_size: float | None, allowed: set[int] | None = None) -> Claim:
     state = storage.get_study(s, study_id).state if study_id is not None else None
     trial = storage.claim_trial(s, worker_id=worker_id, study_id=study_id,
-                                max_model_size=max_model_size,
+                                max_model_size=max_model_size, study_ids=allowed,
                                 lease_seconds=settings.lease_seconds, now=utcnow())
     return Claim(trial, state)
 

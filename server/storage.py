@@ -14,7 +14,7 @@ The contract every function keeps (Optuna's storage rules):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "idle_workers", "heartbeat", "add_measurement", "complete_trial", "fail_trial",
     "reap_expired", "enqueue_trial", "history_of", "queued_count", "acquire_proposer",
     "release_proposer", "insert_proposals", "final_objective_of", "check_checkpoints",
+    "record_proposal",
 ]
 
 _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
@@ -171,11 +172,12 @@ def list_trials(session: Session, study_id: int, state: str | None = None, *,
 
 
 def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
-                max_model_size: float | None, lease_seconds: float, now: datetime
-                ) -> Trial | None:
+                max_model_size: float | None, lease_seconds: float, now: datetime,
+                study_ids: Collection[int] | None = None) -> Trial | None:
     """Atomically hand the next queued trial of a running study to ``worker_id``.
 
     User-enqueued trials and retries come first (``priority``), then oldest first.
+    ``study_ids`` restricts the claim to those studies (the ones the worker can run).
     """
     for _ in range(8):
         q = (select(Trial.id).join(Study, Study.id == Trial.study_id)
@@ -184,6 +186,10 @@ def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
             q = q.where(Trial.study_id == study_id)
         if max_model_size is not None:
             q = q.where(Trial.model_size <= max_model_size * (1 + 1e-9))
+        if study_ids is not None:
+            if not study_ids:
+                return None
+            q = q.where(Trial.study_id.in_(sorted(study_ids)))
         q = (q.order_by(Trial.priority, Trial.id).limit(1)
              .with_for_update(skip_locked=True, of=Trial))
         trial_id = session.scalar(q)
@@ -547,6 +553,25 @@ def insert_proposals(session: Session, *, study_id: int, specs: Sequence[TrialSp
     release_proposer(session, study_id=study_id, holder=holder)
     session.flush()
     return rows
+
+
+def record_proposal(session: Session, *, study_id: int, error: str | None, now: datetime
+                    ) -> None:
+    """Note how the strategy's proposal went on the study row: a failure (``error``, the
+    strategy's exception; a random proposal ran instead) sets the message and time and
+    counts it; a success clears message and time and keeps the count."""
+    q = update(Study).where(Study.id == study_id)
+    if error is None:  # most proposals succeed after successes: write nothing then
+        q = q.where(Study.last_proposal_error.is_not(None)).values(
+            last_proposal_error=None, last_proposal_error_at=None)
+    else:
+        q = q.values(last_proposal_error=error[:_MAX_PROPOSAL_ERROR],
+                     last_proposal_error_at=now,
+                     proposal_failures=Study.proposal_failures + 1)
+    session.execute(q.execution_options(synchronize_session=False))
+
+
+_MAX_PROPOSAL_ERROR = 2000  # characters; a traceback-sized message is in the server log
 
 
 def _jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:

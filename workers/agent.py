@@ -83,7 +83,9 @@ class WorkerAgent:
                 break
             try:
                 trial = self.client.next_trial(self.worker_id, self.study_id,
-                                               self.max_model_size)
+                                               self.max_model_size,
+                                               # backends without `domains` take any study
+                                               getattr(self.backend, "domains", None))
             except _TRANSIENT as exc:
                 self.echo(f"{self.worker_id}: server unavailable ({exc}); retrying")
                 self._sleep(idle)

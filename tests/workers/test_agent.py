@@ -91,3 +91,23 @@ def test_measurements_survive_a_server_blip(api: MFMSClient, problem, monkeypatc
     assert agent.run_trial(api.next_trial("w1", study_id=sid)) is True
     t = api.list_trials(sid)[0]
     assert t.state == "completed" and len(t.measurements) == len(t.checkpoints)
+
+
+def test_a_simulator_only_takes_studies_it_has_the_domains_of(api: MFMSClient, problem
+                                                              ) -> None:
+    """A simulate worker with no study given skips a study over other domains (it could
+    only fail its trials and spend its budget) and runs the one it can simulate."""
+    other = api.create_study(name="real-data", domains=["code", "web", "books"],
+                             model_sizes=[20e6, 60e6], steps={"min": 500, "max": 4000},
+                             target={"model_size": 60e6}, checkpoints=4,
+                             strategy={"name": "random"}, budget={"trials": 3})
+    sid = _study(api, problem, 2)
+    agent = WorkerAgent(api, SimulateBackend(problem), "sim", poll_min=0.01, poll_max=0.05,
+                        once=True, echo=lambda _: None)
+    assert agent.run() == 2
+    assert [t.state for t in api.list_trials(sid)] == ["completed"] * 2
+    assert [t.state for t in api.list_trials(other.id) if t.state != "queued"] == []
+    assert api.next_trial("sim-2", domains=list(problem.domains)) is None
+    # A worker that has the domains (or does not say) is served as before.
+    got = api.next_trial("data", domains=["code", "web", "books", "math"])
+    assert got is not None and got.study_id == other.id

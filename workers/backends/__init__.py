@@ -31,5 +31,9 @@ class Backend(Protocol):
     failure; the agent fails the trial with the exception's message."""
 
     name: str
+    #: The domains this backend can run (a simulator's, a data folder's), sent with every
+    #: ``/next-trial`` so the server hands it only studies it has every domain of; None
+    #: (a user's command) takes any study.
+    domains: tuple[str, ...] | None
 
     def run(self, trial: TrialAssignment, report: Report) -> float | BackendResult: ...

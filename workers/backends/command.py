@@ -57,6 +57,7 @@ class CommandBackend:
                 if field is not None and field not in PLACEHOLDERS:
                     raise ValueError(f"--command: unknown placeholder {{{field}}}; known: "
                                      + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+        self.domains: tuple[str, ...] | None = None  # a user's script: any study
         self.start_dir = Path.cwd()
         self.work_dir = (self.start_dir / work_dir).resolve()
         self.gpus = float(gpus)

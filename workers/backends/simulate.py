@@ -24,6 +24,7 @@ class SimulateBackend:
     def __init__(self, problem: str | Problem, time_per_cost: float = 0.0, seed: int = 0
                  ) -> None:
         self.problem = load_problem(problem) if isinstance(problem, str) else problem
+        self.domains: tuple[str, ...] | None = tuple(self.problem.domains)
         self.time_per_cost = float(time_per_cost)
         self.seed = int(seed)
 

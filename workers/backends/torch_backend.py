@@ -35,6 +35,7 @@ class TorchBackend:
         worker at start-up instead of failing every trial it claims."""
         self.data_dir = Path(data_dir)
         domains = available_domains(self.data_dir)
+        self.domains: tuple[str, ...] | None = tuple(domains)
         if not domains:
             raise ValueError(f"{self.data_dir} has no prepared domains (a folder per domain "
                              "with meta.json, train.bin, val.bin: see `mfms data prepare`)")
