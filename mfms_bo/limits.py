@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 __all__ = ["MAX_DOMAINS", "MAX_MODEL_SIZE", "MAX_STEPS", "MAX_CHECKPOINTS", "MAX_COST",
-           "LOSS_MIN", "LOSS_MAX", "whole_number", "real_number"]
+           "LOSS_MIN", "LOSS_MAX", "MAX_NESTING", "whole_number", "real_number"]
 
 MAX_DOMAINS = 1024
 MAX_MODEL_SIZE = 1e13  # parameters; beyond any model anyone trains
@@ -25,6 +25,11 @@ MAX_CHECKPOINTS = 1000  # evaluations per trial
 MAX_COST = 1e15  # GPU-seconds
 # Loss sanity bounds (nats), exclusive: the default when a study sets no ``loss_bounds``.
 LOSS_MIN, LOSS_MAX = 0.0, 1e4
+# Levels of lists and objects one free-form JSON value (metadata, options, an online spec)
+# may nest: far beyond any real use, far below what pydantic serialises (~250 levels; a
+# deeper value was stored and then broke every listing of its study) or Python's JSON
+# parser reads (~1000).
+MAX_NESTING = 32
 
 
 def whole_number(name: str, value: Any, low: int, high: int) -> int:

@@ -68,6 +68,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
     """``mfms db export|backup|import``: studies as JSON documents (server/transfer.py)."""
+    from mfms_bo import limits
     from mfms_bo.errors import MFMSError
     from server import migrate, transfer
     from server.db import Database
@@ -88,7 +89,12 @@ def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
     try:
         if args.action == "import":
             with (sys.stdin if args.file == "-" else open(args.file)) as f:
-                doc = json.load(f)
+                try:
+                    doc = json.load(f)
+                except RecursionError:  # the parser recurses, ~1000 levels at most
+                    raise transfer.InvalidDocument(
+                        f"{args.file}: JSON nested too deeply to read (a field may nest "
+                        f"{limits.MAX_NESTING} levels)") from None
             with db.session() as s:
                 studies = transfer.import_document(s, doc, args.name)
                 done = [(st.id, st.name, len(st.trials)) for st in studies]

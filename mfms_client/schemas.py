@@ -7,15 +7,17 @@ not a silent default), and every request body is checked as parsed - before any 
 coerced - for values JSON or a database cannot store faithfully (:func:`unstorable`): NaN
 or infinity anywhere (Python's JSON parser accepts the bare literals), and strings with a
 NUL character or a lone surrogate. Free-form JSON (metadata, strategy options, online
-specs) is covered the same way.
+specs) is covered the same way, and may nest at most ``limits.MAX_NESTING`` levels
+(:func:`nesting`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -30,7 +32,7 @@ __all__ = [
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
     "OnlineSummary", "ErrorBody", "FieldError", "LossBounds", "StrictInput", "unstorable",
-    "error_field",
+    "nesting", "error_field",
 ]
 
 # The names the library's registry holds: the API accepts exactly those, by construction.
@@ -93,13 +95,47 @@ def unstorable(value: Any) -> tuple[str, str] | None:
     return None
 
 
+def nesting(value: Any, limit: int) -> int:
+    """How many levels of lists and objects ``value`` nests (0 for a scalar, 1 for a flat
+    list or object); iterative, and it stops counting past ``limit`` (returning
+    ``limit + 1``), so a value nested 10,000 deep costs no more than one at the limit."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        items = v.values() if isinstance(v, Mapping) else v if isinstance(v, list | tuple) \
+            else None
+        if items is None:
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((item, depth + 1) for item in items)
+    return deepest
+
+
+def _holds_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(a) for a in get_args(annotation))
+
+
+@functools.cache
+def _free_form(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that hold plain JSON rather than another request model (a
+    nested model checks its own fields, so the limit counts from the field that holds it)."""
+    return tuple(name for name, f in model.model_fields.items()
+                 if not _holds_model(f.annotation))
+
+
 class StrictInput(BaseModel):
     """Base of every request body (and of the import document's parts): unknown fields and
     non-finite numbers are refused, and so is any unstorable value (:func:`unstorable`)
     anywhere in the input, checked before any field coerces it (pydantic would turn NaN in
-    a free-form ``Any`` into null when the body is dumped)."""
+    a free-form ``Any`` into null when the body is dumped), and any field whose value nests
+    deeper than ``max_nesting`` levels (:func:`nesting`)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    max_nesting: ClassVar[int] = limits.MAX_NESTING
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +144,12 @@ class StrictInput(BaseModel):
         if bad is not None:  # the path travels in ctx: ``error_field`` appends it to loc
             raise PydanticCustomError("unstorable_value", "{problem}",
                                       {"at": bad[0], "problem": bad[1]})
+        if isinstance(data, Mapping):
+            for name in _free_form(cls):
+                if name in data and nesting(data[name], cls.max_nesting) > cls.max_nesting:
+                    raise PydanticCustomError(
+                        "unstorable_value", "nesting deeper than {limit} levels",
+                        {"at": name, "limit": cls.max_nesting})
         return data
 
 

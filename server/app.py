@@ -13,14 +13,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mfms_bo import limits
 from mfms_bo.errors import MFMSError
 from mfms_client.schemas import ErrorBody, error_field
 from server import dashboard, migrate
 from server.api.routes import health, metrics, studies, trials
+from server.checks import too_deep_field
 from server.config import Settings
 from server.db import Database
 from server.errors import ServiceError, Unavailable
@@ -160,6 +164,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            "type": str(e.get("type", ""))})
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return JSONResponse({"detail": detail, "errors": errors}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        # FastAPI answers 400 "error parsing the body", naming nothing, when the JSON parser
+        # recurses too deep (~1000 levels); shallower values get the same 422 from the
+        # request models (``StrictInput``), so both name the field.
+        if isinstance(exc.__cause__, RecursionError):
+            try:
+                body = await request.body()  # read and kept by the route that failed
+            except RuntimeError:
+                body = b""
+            field = too_deep_field(body, limits.MAX_NESTING)
+            msg = f"nesting deeper than {limits.MAX_NESTING} levels"
+            return JSONResponse({"detail": f"{field}: {msg}", "errors": [
+                {"field": field, "message": msg, "type": "unstorable_value"}]}, 422)
+        return await http_exception_handler(request, exc)
 
     app.include_router(health.router)
     app.include_router(studies.router)

@@ -1,11 +1,14 @@
 """Checks on study inputs that only a service needs: an online mixing spec a worker must be
-able to build, and values JSON or the database can store. Every other check on a study
+able to build, values JSON or the database can store, and a body nested too deeply for
+the JSON parser to read. Every other check on a study
 lives once, in ``mfms_bo`` (``StudyConfig``, ``SearchSpace.from_config``), and its message
 reaches the client unchanged.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +16,10 @@ from mfms_bo.errors import ValidationError
 from mfms_bo.online import controller_from_spec
 from mfms_client.schemas import unstorable
 
-__all__ = ["check_online", "check_storable"]
+__all__ = ["check_online", "check_storable", "too_deep_field"]
+
+# A JSON string (escapes included) or a bracket; everything else is skipped by the regex.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 def check_online(domains: Sequence[str], spec: Mapping[str, Any],
@@ -51,3 +57,36 @@ def check_storable(value: Any, field: str) -> None:
     if bad is not None:
         path, problem = bad
         raise ValidationError(f"{field}.{path}: {problem}" if path else f"{field}: {problem}")
+
+
+def too_deep_field(body: bytes, limit: int) -> str:
+    """The top-level field of a JSON ``body`` under which lists and objects nest deeper than
+    ``limit`` ("body" when the document is not an object, or no field is found).
+
+    For a body Python's JSON parser gave up on (it recurses, and raises RecursionError at
+    about 1000 levels): the parser read everything up to that depth, so the scan stops
+    long before any malformed part, and strings are skipped whole by the regex.
+    """
+    depth, key, field, is_object = 0, None, None, False
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"{", b"["):
+            depth += 1
+            if depth == 1:
+                is_object = token == b"{"
+            elif depth == 2:
+                field = key
+            if depth > limit + 1:  # the root object's own level does not count
+                break
+        elif token in (b"}", b"]"):
+            depth -= 1
+        elif depth == 1 and is_object:
+            key = token  # a key, or a value whose key came before; the key wins at "{"/"["
+    else:
+        return "body"
+    if not is_object or field is None:
+        return "body"
+    try:
+        return str(json.loads(field))
+    except ValueError:
+        return "body"

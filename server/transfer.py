@@ -41,7 +41,7 @@ before the first row is inserted.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
@@ -145,7 +145,11 @@ def find_study(session: Session, ref: str | int) -> Study:
 # -- the document, as import reads it --------------------------------------------------------
 class _Doc(StrictInput):
     """Unknown fields, non-finite numbers and unstorable strings are refused, as in a live
-    request body (``schemas.StrictInput``)."""
+    request body (``schemas.StrictInput``). Free-form fields may nest two levels more than
+    live input: a study's ``config`` holds ``strategy.options``, and a trial's
+    ``spec_metadata`` its ``online`` spec, each of which may nest ``MAX_NESTING`` itself."""
+
+    max_nesting: ClassVar[int] = limits.MAX_NESTING + 2
 
 
 class MeasurementDoc(_Doc):

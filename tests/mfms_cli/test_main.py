@@ -44,3 +44,16 @@ def test_user_errors_are_one_line_and_a_non_zero_exit(tmp_path, capsys) -> None:
     assert "Expecting property name" in capsys.readouterr().err
     with pytest.raises(ServerUnreachable):
         main(["--debug", "study", "list", "--server", down])
+
+
+def test_db_import_of_json_nested_too_deep_is_one_line(tmp_path, capsys) -> None:
+    """Python's JSON parser recurses: a document nested 10,000 deep is refused by name,
+    like any other unreadable document, not with a RecursionError traceback."""
+    url = f"sqlite:///{tmp_path}/deep.db"
+    migrate.upgrade(url)
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"format": "mfms-study", "version": 1, "study": '
+                    + '{"a": ' * 10_000 + "1" + "}" * 10_000 + "}")
+    assert main(["db", "import", str(deep), "--database-url", url]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deep.json: JSON nested too deeply to read" in err[0], err

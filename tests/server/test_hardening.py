@@ -16,7 +16,8 @@ Each test reproduces one defect of the adversarial pass and runs on SQLite and P
 5. ``history.csv`` escapes text a spreadsheet would run as a formula;
 6. hand-enqueued trials count against ``budget.trials``: one past it is a 409;
 7. an import document passes the checks live input gets (mixtures, fidelities,
-   checkpoints, losses, online summaries), all or nothing.
+   checkpoints, losses, online summaries), all or nothing;
+8. JSON nested deeper than ``limits.MAX_NESTING`` is a 422 naming the field.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from mfms_bo import limits
 from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient
 from server import transfer
 from server.dashboard.data import history_csv
@@ -369,4 +371,43 @@ def test_import_refuses_what_live_input_refuses(api: MFMSClient, raw) -> None:
     assert r.status_code == 201, r.text
     copy = api.list_trials(r.json()["id"])
     assert [t.mixture for t in copy] == [t["mixture"] for t in doc["trials"]]
+
+
+# -- 8. deeply nested JSON ------------------------------------------------------------------
+def _with_deep(body: dict, depth: int, where: tuple = ("metadata",)) -> str:
+    """``body`` as JSON text with an object nested ``depth`` deep at ``where`` (written as
+    text: ``json.dumps`` itself recurses)."""
+    body = json.loads(json.dumps(body))
+    target = body
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = "__deep__"
+    return json.dumps(body).replace('"__deep__"', '{"a": ' * depth + "1" + "}" * depth)
+
+
+def test_deeply_nested_json_is_a_422_naming_the_field(api: MFMSClient, raw) -> None:
+    s = api.create_study(study_body(strategy={"name": "random"}, seed=3))
+    url, body = f"/studies/{s.id}/trials", {"mixture": MIX, "model_size": 60e6, "steps": 2000}
+    headers = {"content-type": "application/json"}
+    legit = {"note": "by hand", "runs": [{"lr": [1e-3, {"warmup": [100, {"a": None}]}]}]}
+    assert _post(raw, url, {**body, "metadata": legit}).status_code == 201
+    r = raw.post(url, content=_with_deep(body, limits.MAX_NESTING), headers=headers)
+    assert r.status_code == 201, r.text  # at the limit: stored, listed, exported, imported
+    want = f"metadata: nesting deeper than {limits.MAX_NESTING} levels"
+    for depth in (limits.MAX_NESTING + 1, 300, 10_000):
+        r = raw.post(url, content=_with_deep(body, depth), headers=headers)
+        assert _fields(r) == ["metadata"], (depth, r.text)
+        assert r.json()["detail"] == want, (depth, r.text)
+    trials = api.list_trials(s.id)  # the study still lists (no 500 on serialisation)
+    assert len(trials) == 2 and trials[0].metadata == legit
+    doc = raw.get(f"/studies/{s.id}/export").json()
+    r = _post(raw, "/studies/import", doc, params={"name": "copy"})
+    assert r.status_code == 201, r.text
+    for depth in (300, 10_000):
+        text = _with_deep(doc, depth, ("trials", 0, "spec_metadata"))
+        r = raw.post("/studies/import", content=text, headers=headers, params={"name": "c2"})
+        assert r.status_code == 422, r.text
+        assert "nesting deeper than" in r.json()["detail"], r.text
+        assert r.json()["detail"].startswith("trials"), r.text
+    assert len(api.list_studies()) == 2
 
