@@ -3,11 +3,13 @@
 Errors become JSON ``{"detail": "..."}`` whose message names the offending field:
 service errors carry their own status (404, 409, 401, 503), the library's validation
 errors are 422, malformed bodies are 422 with every failing field listed, oversized
-bodies 413. Nothing is written when a request fails (one transaction per write).
+bodies 413, bodies that do not arrive in time 408. Nothing is written when a request fails
+(one transaction per write).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,6 +85,64 @@ class BodySizeLimit:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyReadTimeout:
+    """Answer 408 and close the connection when a request body is not received in full
+    within ``seconds`` of the first read: a Content-Length larger than what the client
+    sends (or a stalled chunked upload) would otherwise hold a request, and its connection,
+    forever - uvicorn has no body timeout of its own."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        done = timed_out = started = False
+
+        async def timed() -> Message:
+            nonlocal deadline, done, timed_out
+            if done:  # the body is in; later reads wait for a disconnect, unbounded
+                return await receive()
+            if deadline is None:
+                deadline = loop.time() + self.seconds
+            try:
+                msg = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                timed_out = True
+                raise _BodyTimedOut() from None
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                done = True
+            return msg
+
+        async def checked_send(msg: Message) -> None:
+            nonlocal started
+            if not timed_out:  # FastAPI turns the error into its own 400; ours goes instead
+                started = True
+                await send(msg)
+
+        try:
+            await self.app(scope, timed, checked_send)
+        except _BodyTimedOut:
+            if started:
+                raise
+        if timed_out and not started:
+            body = JSONResponse({"detail": f"request body not received within "
+                                           f"{self.seconds:g} s"}, 408).body
+            await send({"type": "http.response.start", "status": 408,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTimedOut(Exception):
     pass
 
 
@@ -187,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout_seconds)
     # Outermost (added last): times and logs every request, 413s included.
     app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, router=app.router)
     return app

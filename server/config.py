@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     worker_idle_window_seconds: float = Field(
         120.0, gt=0, description="workers seen this recently count when sizing the queue")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest accepted request body")
+    body_read_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a request body not received in full this long "
+                                         "after the server starts reading it is a 408")
     pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size")
     database_timeout_seconds: float = Field(
         5.0, gt=0, le=600, description="longest a request waits on the database (connect, "

@@ -17,7 +17,8 @@ Each test reproduces one defect of the adversarial pass and runs on SQLite and P
 6. hand-enqueued trials count against ``budget.trials``: one past it is a 409;
 7. an import document passes the checks live input gets (mixtures, fidelities,
    checkpoints, losses, online summaries), all or nothing;
-8. JSON nested deeper than ``limits.MAX_NESTING`` is a 422 naming the field.
+8. JSON nested deeper than ``limits.MAX_NESTING`` is a 422 naming the field;
+9. a body that never arrives (Content-Length larger than what is sent) is a 408.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ import csv
 import io
 import json
 import math
+import socket
+import time
 from typing import Any
 
+import httpx
 import pytest
 
 from mfms_bo import limits
 from mfms_client.client import ConflictError, InvalidRequestError, MFMSClient
-from server import transfer
+from server import migrate, transfer
 from server.dashboard.data import history_csv
-from tests.server.conftest import fake_losses, study_body
+from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
 
 MIX = {"code": 0.2, "web": 0.3, "books": 0.5}
 
@@ -411,3 +415,26 @@ def test_deeply_nested_json_is_a_422_naming_the_field(api: MFMSClient, raw) -> N
         assert r.json()["detail"].startswith("trials"), r.text
     assert len(api.list_studies()) == 2
 
+
+# -- 9. a body that never arrives -------------------------------------------------------------
+def test_a_body_that_never_arrives_is_a_408(tmp_path) -> None:
+    """Content-Length promises 1000 bytes and 9 arrive: the server answers 408 after
+    ``body_read_timeout_seconds`` and closes, instead of holding the connection forever;
+    a complete body on the next connection is served as before."""
+    url = f"sqlite:///{tmp_path}/slow.db"
+    migrate.upgrade(url)
+    with LiveServer(make_settings(url, body_read_timeout_seconds=1.0)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /studies HTTP/1.1\r\nHost: test\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                         b'{"name": ')
+            t0 = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            waited = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"request body not received within 1 s" in answer, answer
+        assert 0.9 < waited < 5, waited
+        r = httpx.post(server.url + "/studies", json=study_body(strategy={"name": "random"}))
+        assert r.status_code == 201, r.text
