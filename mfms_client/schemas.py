@@ -263,6 +263,12 @@ class StudyPublic(BaseModel):
     counts: dict[str, int] = Field(description="trials per state")
     cost_spent: float
     trials_run: int = Field(description="trials counted against budget.trials")
+    last_proposal_error: str | None = Field(
+        None, description="why the strategy's latest proposal failed (a random proposal ran "
+                          "instead); null once a proposal succeeds again")
+    last_proposal_error_at: datetime | None = None
+    proposal_failures: int = Field(0, description="strategy proposals that failed over the "
+                                                  "study's life")
 
 
 class StudyList(BaseModel):

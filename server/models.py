@@ -70,6 +70,12 @@ class Study(Base):
     # time; a crashed holder's lock lapses at ``proposer_until``.
     proposer_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     proposer_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The strategy's latest proposal failed (a random one ran instead): why and when; both
+    # cleared by its next success. ``proposal_failures`` counts failures over the study's
+    # life. In the database, so every server process reports the same.
+    last_proposal_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_proposal_error_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    proposal_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     trials: Mapped[list[Trial]] = relationship(back_populates="study",
                                                cascade="all, delete-orphan")

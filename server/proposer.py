@@ -37,6 +37,17 @@ log = logging.getLogger("mfms.proposer")
 
 
 @dataclass(frozen=True)
+class _Proposed:
+    """What ``_propose`` returns: the specs, and how the strategy did. ``error`` is its
+    exception when it failed (``specs`` are then random); ``recorded`` is False when there
+    is nothing to note on the study (the strategy had no proposal for the worker's size)."""
+
+    specs: list[TrialSpec]
+    error: str | None = None
+    recorded: bool = True
+
+
+@dataclass(frozen=True)
 class TopUp:
     """Outcome of one top-up: how many trials were queued; ``busy`` when another process
     holds the study's proposer lock (its proposals are on their way)."""
@@ -84,9 +95,13 @@ class Proposer:
                 history, pending = storage.history_of(s, study_id)
             t0 = time.perf_counter()
             with self._renewing(study_id, holder):
-                specs = self._propose(study_id, config, seed, history, pending, want,
-                                      max_model_size)
+                proposed = self._propose(study_id, config, seed, history, pending, want,
+                                         max_model_size)
+            specs = proposed.specs
             with self.db.session() as s:
+                if proposed.recorded:  # on the study, so every server process shows it
+                    storage.record_proposal(s, study_id=study_id, error=proposed.error,
+                                            now=utcnow())
                 # Re-check the budget under the lock: trials may have been enqueued by hand
                 # while the strategy worked.
                 room = self._budget_room(s, storage.get_study(s, study_id))
@@ -150,7 +165,7 @@ class Proposer:
             raise
 
     def _propose(self, study_id: int, config: dict, seed: int, history, pending,
-                 want: int, max_model_size: float | None) -> list[TrialSpec]:
+                 want: int, max_model_size: float | None) -> _Proposed:
         entry = self.strategies.strategy(study_id, config, seed)
         with entry.lock:
             strategy = entry.strategy
@@ -161,8 +176,8 @@ class Proposer:
                 self._observe(strategy, t0, failure="capability")
                 log.info("study %d: no proposal for max_model_size=%s: %s", study_id,
                          max_model_size, exc)
-                return []
-            except Exception:
+                return _Proposed([], recorded=False)
+            except Exception as exc:
                 self._observe(strategy, t0, failure="error")
                 # A numerical failure of the surrogate must not stall the workers: run a
                 # random trial this time and say so; the next proposal tries the GP again.
@@ -170,9 +185,10 @@ class Proposer:
                               study_id)
                 fallback = RandomSearch(self.strategies.study(study_id, config, seed)
                                         .config.space, seed=seed)
-                return fallback.propose(history, pending, want, max_model_size)
+                return _Proposed(fallback.propose(history, pending, want, max_model_size),
+                                 error=f"{type(exc).__name__}: {exc}")
             self._observe(strategy, t0, fits=proposal.fits, proposed=len(proposal.specs))
-            return proposal.specs
+            return _Proposed(proposal.specs)
 
     def _observe(self, strategy: Strategy, t0: float, **outcome: Any) -> None:
         if self.metrics is not None:

@@ -15,7 +15,10 @@ def study_public(study: Study, counts: dict[str, int], cost: float, trials_run: 
                  ) -> StudyPublic:
     return StudyPublic(id=study.id, name=study.name, state=study.state,
                        config={**study.config, "seed": study.seed}, created_at=study.created_at,
-                       counts=counts, cost_spent=cost, trials_run=trials_run)
+                       counts=counts, cost_spent=cost, trials_run=trials_run,
+                       last_proposal_error=study.last_proposal_error,
+                       last_proposal_error_at=study.last_proposal_error_at,
+                       proposal_failures=study.proposal_failures or 0)
 
 
 def trial_public(trial: Trial) -> TrialPublic:

@@ -39,6 +39,9 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
         spent = storage.study_costs(s, [study_id])[study_id]
         trials = [trial_public(t) for t in storage.list_trials(s, study_id, None)]
         config, state, name = dict(study.config), study.state, study.name
+        proposal_error = {"message": study.last_proposal_error,
+                          "at": _iso(study.last_proposal_error_at),
+                          "failures": study.proposal_failures or 0}
         space = studies.config_of(study).space
     domains = list(space.mixtures.domains)
     uniform = _uniform(space)
@@ -46,7 +49,7 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
         "study": {"id": study_id, "name": name, "state": state, "config": config,
                   "counts": counts,
                   "cost_spent": spent,
-                  "budget": config.get("budget")},
+                  "budget": config.get("budget"), "proposal_error": proposal_error},
         "domains": domains,
         "target": {"model_size": space.fidelities.target_model_size,
                    "steps": space.fidelities.target_steps},

@@ -47,3 +47,30 @@ def test_server_creates_an_empty_sqlite_schema_and_refuses_an_old_one(tmp_path) 
     app = create_app(make_settings(old, auto_upgrade=True))
     with TestClient(app) as http:
         assert http.get("/healthz").json()["status"] == "ok"
+
+
+def test_proposal_error_columns_upgrade_an_existing_database(db_url: str) -> None:
+    """0002 -> 0003 on a database holding a study: it gains no error and a count of 0, and
+    the API reads it."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import text
+
+    from server.app import create_app
+    from tests.server.conftest import make_settings
+
+    migrate.downgrade(db_url, "0002")
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO studies (name, config, state, seed, created_at, updated_at) VALUES "
+            "('old', :config, 'paused', 7, '2026-11-30 10:00:00', '2026-11-30 10:00:00')"),
+            {"config": '{"domains": ["code", "web"], "model_sizes": [2e7], "steps": '
+                       '{"min": 500, "max": 4000}, "target": {"model_size": 1.5e8}}'})
+    engine.dispose()
+    migrate.upgrade(db_url)
+    assert migrate.current_revision(db_url) == migrate.head_revision()
+    with TestClient(create_app(make_settings(db_url))) as http:
+        (study,) = http.get("/studies").json()["studies"]
+    assert study["name"] == "old" and study["state"] == "paused"
+    assert study["last_proposal_error"] is None and study["last_proposal_error_at"] is None
+    assert study["proposal_failures"] == 0

@@ -234,6 +234,15 @@ function drawTable(d) {
   document.getElementById("trial-count").textContent = "(" + d.trials.length + ")";
 }
 
+// A strategy that failed is replaced by random proposals; say so until it succeeds again.
+function drawProposalError(e) {
+  const p = document.getElementById("proposal-error");
+  p.hidden = !(e && e.message);
+  p.textContent = p.hidden ? "" :
+    "The strategy's latest proposal failed at " + fmtTime(e.at) + "; a random trial was " +
+    "proposed instead (" + e.failures + " failed so far): " + e.message;
+}
+
 async function renderStudy(id) {
   const d = await getJSON("/studies/" + encodeURIComponent(id) + "/dashboard");
   lastData = d;
@@ -248,6 +257,7 @@ async function renderStudy(id) {
     (s.counts.running || 0) + " running, " + (s.counts.queued || 0) + " queued; cost " +
     fmt(s.cost_spent, 2) + (b.cost ? " of " + fmt(b.cost, 2) : "") +
     (b.trials ? "; budget " + b.trials + " trials" : "");
+  drawProposalError(s.proposal_error);
   drawMixture(d);
   drawProgress(d);
   drawCurves(d);
