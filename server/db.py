@@ -55,8 +55,7 @@ def _sqlite_engine(url: str, timeout: float) -> Engine:
     def _on_connect(dbapi_conn, _record) -> None:  # DBAPI types
         dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")  # (the busy timeout is the connect timeout)
         if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
             cur.execute("PRAGMA journal_mode=WAL")
         cur.close()
