@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -188,9 +189,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             maintainer.stop()
             db.dispose()
 
-    app = FastAPI(title="mfms-bo", version="0.1.0", lifespan=lifespan,
-                  description="Bayesian optimisation of pretraining data mixtures across "
-                              "model sizes and training lengths.", responses=_ERRORS)
+    # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served from the package,
+    # so the API reference works where the server has no internet (a CDN would be blank).
+    app = FastAPIOffline(title="mfms-bo", version="0.1.0", lifespan=lifespan,
+                         description="Bayesian optimisation of pretraining data mixtures "
+                                     "across model sizes and training lengths.",
+                         responses=_ERRORS)
     app.state.settings = settings
     app.state.db = db
     app.state.studies = study_cache

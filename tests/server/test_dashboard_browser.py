@@ -138,3 +138,33 @@ def test_names_are_shown_not_run(live: LiveServer, browser) -> None:
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#trials img, #studies img").count() == 0
     page.close()
+
+
+def test_api_docs_render_offline(live: LiveServer, browser) -> None:
+    """/docs (Swagger UI) and /redoc render with every request refused except to the server
+    itself: their scripts and styles come from the installed package, not a CDN. (ReDoc's
+    bundle still asks for its "powered by" logo image; refused, nothing else changes.)"""
+    outside: list[str] = []
+    images: list[str] = []
+
+    def local_only(route) -> None:
+        url = route.request.url
+        if url.startswith(live.url):
+            route.continue_()
+        else:
+            (images if route.request.resource_type == "image" else outside).append(url)
+            route.abort()
+
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.route("**/*", local_only)
+    page.goto(live.url + "/docs")
+    page.wait_for_selector(".swagger-ui .opblock", timeout=15_000)
+    assert page.locator(".swagger-ui .opblock").count() >= 10  # one per operation
+    page.goto(live.url + "/redoc")
+    page.wait_for_selector("h1", timeout=15_000)
+    assert "mfms-bo" in page.inner_text("h1")
+    page.close()
+    assert outside == []
+    refused = [e for e in errors if e.startswith("Failed to load resource")]
+    assert len(refused) == len(images) and len(errors) == len(refused), errors
