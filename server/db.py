@@ -48,8 +48,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# SQLite's busy timeout: a writer waiting on the file lock is queueing behind other writers
+# of the same file, not a stalled database, so it waits as long as a PostgreSQL row lock
+# would (many workers on the embedded default must not turn into 503s under load).
+SQLITE_BUSY_SECONDS = 60.0
+
+
 def _sqlite_engine(url: str, timeout: float) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": timeout})
+    busy = max(timeout, SQLITE_BUSY_SECONDS)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # DBAPI types
