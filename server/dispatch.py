@@ -23,6 +23,7 @@ from server.db import Database, utcnow
 from server.errors import NotFound
 from server.models import Study, StudyState, Trial
 from server.proposer import Proposer
+from server.study_cache import StudyCache
 
 __all__ = ["next_trial", "Claim"]
 
@@ -47,7 +48,7 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
     with db.session() as s:  # the fast path: one transaction
         storage.touch_worker(s, worker_id=worker_id, capabilities=caps, now=now)
         storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
-        allowed = _matching_studies(s, domains)
+        allowed = _matching_studies(s, proposer.strategies, domains)
         claim = _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
     if claim.trial is not None or (claim.study_state not in (None, StudyState.RUNNING.value)):
         return claim
@@ -70,18 +71,21 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
         time.sleep(0.2)
 
 
-def _matching_studies(s: Session, domains: Sequence[str] | None) -> set[int] | None:
+def _matching_studies(s: Session, studies: StudyCache, domains: Sequence[str] | None
+                      ) -> set[int] | None:
     """Running studies whose domains and loss domains a worker with ``domains`` has (None:
     no restriction). A simulator or a data folder without a study's domain could only fail
     its trials; matching here keeps such a worker from spending the study's budget."""
     if domains is None:
         return None
     have = set(domains)
-    rows = s.execute(select(Study.id, Study.config)
-                     .where(Study.state == StudyState.RUNNING.value))
-    return {sid for sid, config in rows
-            if set(config.get("domains") or ()) | set(config.get("loss_domains") or ())
-            <= have}
+    out = set()
+    for sid, config, seed in s.execute(select(Study.id, Study.config, Study.seed)
+                                       .where(Study.state == StudyState.RUNNING.value)):
+        space = studies.study(sid, config, seed).config.space
+        if set(space.mixtures.domains) | set(space.loss_domains or ()) <= have:
+            out.add(sid)
+    return out
 
 
 def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | None,

@@ -19,7 +19,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -39,7 +39,6 @@ from mfms_bo.recommend import (
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Proposal, Strategy, restrict_fidelities, training_data
 from mfms_bo.strategies.hyperband import budget_ladder
-from mfms_bo.surrogate.kernels import KERNEL_DESIGNS
 from mfms_bo.surrogate.mfms_gp import MFMSGP, SurrogateConfig
 from mfms_bo.trials import TrialResult, TrialSpec
 
@@ -118,10 +117,8 @@ class MFMSBO(Strategy):
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be one of {ACQUISITIONS}, got {acquisition!r}")
-        if kernel not in KERNEL_DESIGNS:
-            raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {kernel!r}")
         self.acquisition = acquisition
-        self.config = SurrogateConfig(kernel=kernel, **(surrogate or {}))
+        self.config = SurrogateConfig(kernel=kernel, **(surrogate or {}))  # checks kernel
         self.n_init = (max(4, space.k + 1) if n_init is None
                        else whole_number("n_init", n_init, 1, 1000))
         self.n_steps = whole_number("n_steps", n_steps, 1, 32)
@@ -174,15 +171,14 @@ class MFMSBO(Strategy):
         hit = self._memo.get(key)
         if hit is not None:
             self._memo.move_to_end(key)
-            return SurrogateFit(hit.model, hit.trials, hit.hyperparameters, hit.optimized,
-                                0.0, cached=True)
+            return replace(hit, seconds=0.0, cached=True)
         t0 = time.perf_counter()
         gp = MFMSGP.fit(X, y, groups, self.config, warm_start=warm, seed=seed,
                         optimize=optimize)
         fit = SurrogateFit(
             model=gp,
             trials=n_trials if optimize else fit_trials,
-            hyperparameters=gp.hyperparameters() if optimize else warm,  # type: ignore[arg-type]
+            hyperparameters=gp.hyperparameters() if optimize or warm is None else warm,
             optimized=optimize,
             seconds=time.perf_counter() - t0,
         )

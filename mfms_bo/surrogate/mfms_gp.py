@@ -239,13 +239,8 @@ class MFMSGP:
         Returns:
             ``(mean, var)``, each ``n``, in objective units; ``var`` excludes noise.
         """
-        X = X.to(torch.float64)
-        with torch.no_grad():
-            Ks = self._k(self.train_X, X)  # n_train x n
-            mean = self._m(X) + Ks.T @ self._alpha
-            V = torch.linalg.solve_triangular(self._L, Ks, upper=False)
-            var = (self._kernel_diag(X, X) - (V * V).sum(0)).clamp(min=1e-12)
-        return self.y_mean + self.y_std * mean, var * self.y_std**2
+        points = self.posterior_points(X)
+        return points.mean, points.var
 
     def predict_mean(self, X: Tensor) -> Tensor:
         """Posterior mean only (objective units): no triangular solve, so ranking thousands
