@@ -89,7 +89,8 @@ class MFMSBO(Strategy):
         seed: random seed.
         acquisition: ``"kg"`` (target knowledge gradient per cost, default) or ``"ei"``
             (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration).
-        kernel: surrogate design, ``"additive"`` (default) or ``"seed"`` (the paper's).
+        kernel: surrogate design, ``"transfer"`` (default), ``"additive"`` or ``"seed"``
+            (the paper's); see :mod:`mfms_bo.surrogate.kernels`.
         n_init: initial random trials at the smallest size (default ``max(4, k+1)``),
             plus one short anchor run at the largest runnable size so the GP sees scale
             early. The initial runs stop at Hyperband's lowest budget: every checkpoint is
@@ -108,7 +109,7 @@ class MFMSBO(Strategy):
         space: SearchSpace,
         seed: int = 0,
         acquisition: str = "kg",
-        kernel: str = "additive",
+        kernel: str = "transfer",
         n_init: int | None = None,
         n_steps: int = 4,
         n_mixtures: int = 256,

@@ -1,6 +1,6 @@
 """Kernel and mean designs for the MFMS-GP over ``[w_1..w_k, s(log m), s(log z)]``.
 
-Two designs, compared in ``bench/README.md``:
+Three designs, compared in ``bench/README.md``:
 
 * ``"seed"`` - the MFMS-BO paper's choice (namkoong-lab/data-recipes): one scaled product of
   RBF kernels over the mixture block, log model size and log steps, with a linear mean.
@@ -9,6 +9,14 @@ Two designs, compared in ``bench/README.md``:
   mixture gets better with size and steps), so the product term only has to model *how the
   mixture effect changes with scale*; that is what decides the target optimum and it is
   small next to the trend, which a single product kernel must fit with one amplitude.
+* ``"transfer"`` - ``Matern(w) * (c + s1 * Matern(m, z) + v * m m') + s2 * Matern(m, z)``:
+  the additive design with the mixture effect split in three parts whose sizes are learned:
+  one shared by every scale (``c``: what a small run says about the target, in full), one
+  that drifts linearly in log size (``v``: an optimum that moves with scale, extrapolated
+  along the trend a power law gives in log-log), and one that changes freely with scale
+  (``s1``). The additive design has only the last, so under its lengthscale prior a run at
+  the smallest size is ~0.14-correlated with the target's mixture effect whatever the data
+  say, and a search screens little and extrapolates the optimum's movement back to zero.
 """
 
 from __future__ import annotations
@@ -17,14 +25,21 @@ import math
 from collections.abc import Callable
 
 import torch
-from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
+from gpytorch.kernels import (
+    ConstantKernel,
+    Kernel,
+    LinearKernel,
+    MaternKernel,
+    RBFKernel,
+    ScaleKernel,
+)
 from gpytorch.means import LinearMean, Mean
 from gpytorch.priors import GammaPrior
 from torch import Tensor
 
 __all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel"]
 
-KERNEL_DESIGNS = ("additive", "seed")
+KERNEL_DESIGNS = ("transfer", "additive", "seed")
 
 
 class ColumnLinearMean(Mean):
@@ -68,6 +83,23 @@ def build_kernel(design: str, k: int) -> Kernel:
         return ScaleKernel(kw * kf, outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
             kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
         )
+    if design == "transfer":
+        kw = MaternKernel(
+            nu=2.5, ard_num_dims=k, active_dims=w_dims, lengthscale_prior=_lengthscale_prior()
+        )
+        shared = ConstantKernel(constant_prior=GammaPrior(2.0, 0.15))
+        drift = LinearKernel(active_dims=(k,), variance_prior=GammaPrior(2.0, 0.15))
+        free = ScaleKernel(
+            MaternKernel(nu=2.5, ard_num_dims=2, active_dims=f_dims,
+                         lengthscale_prior=_lengthscale_prior()),
+            outputscale_prior=GammaPrior(2.0, 0.15),
+        )
+        kf_trend = MaternKernel(
+            nu=2.5, ard_num_dims=2, active_dims=f_dims, lengthscale_prior=_lengthscale_prior()
+        )
+        return kw * (shared + drift + free) + ScaleKernel(
+            kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
+        )
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
 
@@ -75,7 +107,7 @@ def build_mean(design: str, k: int) -> Mean:
     """Mean module: linear in every input (seed) or in the fidelities only (additive)."""
     if design == "seed":
         return LinearMean(input_size=k + 2)
-    if design == "additive":
+    if design in ("additive", "transfer"):
         return ColumnLinearMean([k, k + 1])
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
@@ -100,8 +132,8 @@ def compile_kernel(kernel: Kernel) -> KernelFn | None:
     (measured: ~1.6 ms per Matern call regardless of size). The hyperparameters are read
     once, so the result is a snapshot: rebuild it after refitting.
 
-    Supports sums, products and scalings of Matern (nu 0.5, 1.5, 2.5) and RBF kernels with
-    ``active_dims`` and ARD lengthscales. Returns ``fn(x1, x2, diag)``.
+    Supports sums, products and scalings of Matern (nu 0.5, 1.5, 2.5), RBF, linear and
+    constant kernels with ``active_dims`` and ARD lengthscales. Returns ``fn(x1, x2, diag)``.
     """
     from gpytorch.kernels import AdditiveKernel, ProductKernel
 
@@ -125,6 +157,26 @@ def compile_kernel(kernel: Kernel) -> KernelFn | None:
                 return out
 
             return combine
+        if isinstance(kernel, ConstantKernel):
+            const = kernel.constant.detach().clone().reshape(())
+
+            def constant(a: Tensor, b: Tensor, diag: bool) -> Tensor:
+                shape = a.shape[:-1] if diag else (*a.shape[:-1], b.shape[-2])
+                return const.expand(shape).to(a.dtype)
+
+            return constant
+        if isinstance(kernel, LinearKernel):
+            ldims = None if kernel.active_dims is None else kernel.active_dims.clone()
+            var = kernel.variance.detach().clone().reshape(())
+
+            def linear(a: Tensor, b: Tensor, diag: bool) -> Tensor:
+                xa = a if ldims is None else a[..., ldims]
+                xb = b if ldims is None else b[..., ldims]
+                if diag:
+                    return var * (xa * xb).sum(-1)
+                return var * (xa @ xb.transpose(-1, -2))
+
+            return linear
         if isinstance(kernel, (MaternKernel, RBFKernel)):
             if isinstance(kernel, MaternKernel) and kernel.nu not in (0.5, 1.5, 2.5):
                 return None

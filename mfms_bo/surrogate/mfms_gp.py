@@ -50,7 +50,8 @@ class SurrogateConfig:
     """Knobs of the MFMS-GP.
 
     Attributes:
-        kernel: ``"additive"`` (default) or ``"seed"``; see :mod:`mfms_bo.surrogate.kernels`.
+        kernel: ``"transfer"`` (default), ``"additive"`` or ``"seed"``; see
+            :mod:`mfms_bo.surrogate.kernels`.
         max_fit_points: observations used to fit hyperparameters.
         max_condition_points: observations the posterior conditions on.
         maxiter: L-BFGS iterations for a cold fit.
@@ -63,7 +64,7 @@ class SurrogateConfig:
             which keeps one proposal under the latency target (bench/latency.py).
     """
 
-    kernel: str = "additive"
+    kernel: str = "transfer"
     max_fit_points: int = 256
     max_condition_points: int = 1200
     maxiter: int = 100
