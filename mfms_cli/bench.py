@@ -32,6 +32,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from mfms_bo.bench.harness import default_budget, load_problem, run_benchmark
     from mfms_bo.bench.report import (
+        format_convergence,
         format_headline,
         format_problems,
         format_table,
@@ -78,7 +79,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
               f"safety cap {args.max_trials} trials per run)", file=sys.stderr)
     summary = summarize(runs)
     report = (f"{format_problems(summary)}\n\n{format_headline(summary)}\n\n"
-              f"{format_table(summary)}\n\n"
+              f"{format_table(summary)}\n\n{format_convergence(summary)}\n\n"
               "Costs: % of the problem's budget, median over seeds [bootstrap 90% interval]. "
               "Final gap: % above the optimum. Speed-up: the strategy's median settle cost "
               "over mfms-bo's (above 1: mfms-bo is cheaper).\n")

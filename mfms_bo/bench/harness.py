@@ -48,11 +48,15 @@ class TrialRecord:
     cumulative_cost: float
     recommendation: dict[str, float] | None
     true_objective: float | None
+    #: The strategy's 90% credible interval of the recommendation's target objective (model
+    #: based strategies only): with ``true_objective`` it measures calibration.
+    interval: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"mixture": self.mixture, "model_size": self.model_size, "steps": self.steps,
                 "cost": self.cost, "cumulative_cost": self.cumulative_cost,
-                "recommendation": self.recommendation, "true_objective": self.true_objective}
+                "recommendation": self.recommendation, "true_objective": self.true_objective,
+                "interval": self.interval}
 
 
 @dataclass
@@ -200,8 +204,10 @@ def run_one(problem: Problem, strategy: str, seed: int, budget: float,
         value = float(problem.true_objective(rec.mixture)) if rec is not None else None
         if value is not None:
             curve.append([spent, value])
+        interval = list(rec.interval) if rec is not None and rec.interval else None
         trials.append(TrialRecord(dict(spec.mixture), float(spec.model_size), int(spec.steps),
-                                  cost, spent, dict(rec.mixture) if rec else None, value))
+                                  cost, spent, dict(rec.mixture) if rec else None, value,
+                                  interval))
     capped = spent < budget and len(history) >= max_trials
     return RunResult(problem.name, strategy, seed, problem.optimum(), curve, trials,
                      time.perf_counter() - t0, t_prop, float(budget), capped,

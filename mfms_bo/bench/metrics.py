@@ -31,6 +31,8 @@ __all__ = [
     "final_gap",
     "mean_log_gap",
     "gap_at",
+    "largest_rise",
+    "interval_coverage",
     "bootstrap_median",
     "bootstrap_ratio",
 ]
@@ -96,6 +98,33 @@ def gap_at(curve: Curve, optimum: float, cost: float, before: float) -> float:
             break
         held = relative_gap(v, optimum)
     return held
+
+
+def largest_rise(curve: Curve, optimum: float | None, band: float = 0.01) -> float:
+    """After the recommendation first comes within ``band``, the largest amount its gap
+    rises above the best gap held so far (relative, like the gaps): 0 for a search that
+    never loses ground once it is close, large for one that finds the optimum and leaves
+    it. ``nan`` when the band is never entered."""
+    if optimum is None:
+        return math.nan
+    best = math.inf
+    rise = math.nan
+    for _, v in curve:
+        gap = relative_gap(v, optimum)
+        if math.isnan(rise):
+            if gap > band:
+                continue
+            rise = 0.0
+        best = min(best, gap)
+        rise = max(rise, gap - best)
+    return rise
+
+
+def interval_coverage(points: Sequence[tuple[float, float, float]]) -> tuple[int, int]:
+    """``(inside, total)`` over ``(lower, upper, truth)`` triples: how often a recommendation's
+    credible interval held the true objective of the mixture it recommended."""
+    inside = sum(1 for lo, hi, t in points if lo <= t <= hi)
+    return inside, len(points)
 
 
 def mean_log_gap(curve: Curve, optimum: float | None, start: float, budget: float,

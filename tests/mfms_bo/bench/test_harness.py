@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from mfms_bo.bench.harness import RunResult, default_budget, load_problem, run_one
+from mfms_bo.bench.harness import RunResult, TrialRecord, default_budget, load_problem, run_one
 from mfms_bo.bench.problem import Problem
 from mfms_bo.bench.report import (
     format_problems,
@@ -275,6 +275,25 @@ def test_every_strategy_stops_at_the_budget_and_sees_only_the_history(name, sim_
         assert r.spent <= budget + r.trials[-1].cost
         assert r.spent >= budget or name in ("screen", "regmix", "hyperband")
     assert r.curve, "every strategy recommends something by the end"
+
+
+def test_convergence_table_reports_rise_coverage_and_the_geometric_mean():
+    from mfms_bo.bench.report import format_convergence
+
+    runs = _runs()
+    # mfms-bo seed 0 recommends with 90% intervals: two hold the truth, one does not.
+    runs[0].trials = [TrialRecord({"a": 1.0}, 1.0, 1, 1.0, float(c), {"a": 1.0}, v, iv)
+                      for (c, v), iv in zip(runs[0].curve,
+                                            [[1.0, 1.1], [1.01, 1.1], [0.9, 1.01]], strict=True)]
+    s = summarize(runs)["p"]["rows"]["mfms-bo"]
+    assert s["coverage90"] == {"inside": 2, "total": 3}
+    # Seed 0 never rises after reaching 1%; seed 1 goes 0.3% -> 2%.
+    assert s["rise_after_1pct"]["runs"] == 2
+    assert s["rise_after_1pct"]["max"] == pytest.approx(0.017)
+    text = format_convergence(summarize(runs))
+    row = text.splitlines()[2]
+    assert row.startswith("| p | 2/2 | 0.85 / 1.70 | 0.67 (3 recommendations) | random: 2.6x [")
+    assert "Geometric mean of mfms-bo's speed-up" in text and "2.57x" in text
 
 
 def test_headline_names_the_cheapest_other_strategy():

@@ -15,6 +15,8 @@ from mfms_bo.bench.metrics import (
     cost_to_settle,
     final_gap,
     gap_at,
+    interval_coverage,
+    largest_rise,
     mean_log_gap,
     relative_gap,
 )
@@ -117,3 +119,19 @@ def test_bootstrap_interval_narrows_with_more_seeds():
     _, lo5, hi5 = bootstrap_median(few)
     _, lo200, hi200 = bootstrap_median(many)
     assert (hi200 - lo200) < (hi5 - lo5)
+
+
+def test_largest_rise_counts_only_after_the_first_time_within_the_band():
+    # Within 1% from cost 3 (0.4%), best 0.4%, rises to 2% at 5: a 1.6 point rise; the
+    # later 0.3% -> 1.5% rise is smaller from its own best (1.2 points).
+    assert largest_rise(WANDER, 1.0, 0.01) == pytest.approx(0.016)
+    assert largest_rise([[1, 1.05], [2, 1.002], [3, 1.001]], 1.0, 0.01) == 0.0
+    assert math.isnan(largest_rise([[1, 1.05], [2, 1.03]], 1.0, 0.01))
+    assert math.isnan(largest_rise(WANDER, None))
+    # The rise before entering the band (1.5 -> ...) is never counted.
+    assert largest_rise([[1, 1.2], [2, 1.5], [3, 1.009]], 1.0, 0.01) == 0.0
+
+
+def test_interval_coverage_counts_intervals_holding_the_truth():
+    assert interval_coverage([(1.0, 2.0, 1.5), (1.0, 2.0, 2.5), (0.0, 1.0, 1.0)]) == (2, 3)
+    assert interval_coverage([]) == (0, 0)
