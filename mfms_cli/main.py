@@ -185,6 +185,21 @@ def _cmd_study(args: argparse.Namespace) -> int:
         for s in client.list_studies():
             print(f"{s.id:5d}  {s.state:9s}  {s.name:30s}  trials {s.counts['completed']:4d} "
                   f"done {s.counts['running']:3d} running  cost {s.cost_spent:.4g}")
+            if s.pause_reason:
+                print(f"       {s.pause_reason}")
+        return 0
+    if args.action in ("pause", "resume", "stop"):
+        changed = getattr(client, f"{args.action}_study")(args.id)
+        print(f"study {changed.id} is {changed.state}")
+        return 0
+    if args.action == "budget":
+        current = client.get_study(args.id).config.get("budget") or {}
+        trials = current.get("trials") if args.trials is None else _limit(args.trials, int)
+        cost = current.get("cost") if args.cost is None else _limit(args.cost, float)
+        changed = client.update_budget(args.id, trials=trials, cost=cost)
+        print(f"study {changed.id} is {changed.state}; budget "
+              f"{json.dumps(changed.config.get('budget'))}; {changed.trials_run} trials and "
+              f"{changed.cost_spent:.4g} cost used")
         return 0
     study = client.get_study(args.id)
     print(json.dumps(study.model_dump(mode="json"), indent=1))
@@ -194,6 +209,18 @@ def _cmd_study(args: argparse.Namespace) -> int:
     except NotFoundError as exc:
         print(f"no recommendation yet: {exc.detail}")
     return 0
+
+
+def _limit(text: str, kind: type) -> int | float | None:
+    """A budget flag's value: a number, or ``none`` to lift the limit."""
+    from mfms_bo.errors import ValidationError
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValidationError(f"budget: {text!r} is not a number or 'none'") from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -271,9 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest wait between polls when there is no work (seconds)")
     w.set_defaults(func=_cmd_worker)
 
-    st = sub.add_parser("study", help="create, list or show studies on a server")
-    st.add_argument("action", choices=["create", "list", "show"])
-    st.add_argument("id", type=int, nargs="?", help="show: the study id")
+    st = sub.add_parser("study", help="create, list, show, pause, resume or stop studies on "
+                        "a server, or change a study's budget")
+    st.add_argument("action", choices=["create", "list", "show", "pause", "resume", "stop",
+                                       "budget"])
+    st.add_argument("id", type=int, nargs="?", help="the study id (all but create and list)")
+    st.add_argument("--trials", default=None,
+                    help="budget: the new budget.trials, or none to lift it (default: keep)")
+    st.add_argument("--cost", default=None,
+                    help="budget: the new budget.cost, or none to lift it (default: keep)")
     st.add_argument("--server", default="http://127.0.0.1:8000")
     st.add_argument("--token", default=None,
                     help="default: $MFMS_ADMIN_TOKEN, else $MFMS_API_TOKEN")
@@ -303,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "study" and args.action == "create" and not args.file:
         print("mfms study create: --file is required", file=sys.stderr)
         return 2
-    if args.command == "study" and args.action == "show" and args.id is None:
-        print("mfms study show: the study id is required", file=sys.stderr)
+    if args.command == "study" and args.action not in ("create", "list") and args.id is None:
+        print(f"mfms study {args.action}: the study id is required", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")

@@ -193,6 +193,14 @@ class MFMSClient:
     def stop_study(self, study_id: int) -> StudyPublic:
         return self._post(f"/studies/{study_id}/stop", StudyPublic, idempotent=True)
 
+    def update_budget(self, study_id: int, trials: int | None = None,
+                      cost: float | None = None) -> StudyPublic:
+        """Replace the study's budget (None lifts that limit); a study its budget completed
+        runs again when the new one leaves room."""
+        body = {"budget": {"trials": trials, "cost": cost}}
+        return StudyPublic.model_validate(
+            self._request("PATCH", f"/studies/{study_id}", json=body, idempotent=True).json())
+
     def enqueue_trial(self, study_id: int, mixture: Mapping[str, float], model_size: float,
                       steps: int, checkpoints: Sequence[int] | None = None,
                       measurements: Sequence[Mapping[str, Any]] | None = None,

@@ -26,7 +26,7 @@ from mfms_bo import limits
 from mfms_bo.strategies import STRATEGIES
 
 __all__ = [
-    "Budget", "StepsRange", "Target", "StrategyConfig", "StudyCreate", "StudyPublic",
+    "Budget", "StepsRange", "Target", "StrategyConfig", "StudyCreate", "StudyUpdate", "StudyPublic",
     "StudyList", "Capabilities", "NextTrialRequest", "TrialAssignment", "HeartbeatRequest",
     "HeartbeatResponse", "MeasurementIn", "MeasurementPublic", "CompleteRequest",
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
@@ -186,6 +186,14 @@ class Budget(_In):
     trials: int | None = Field(None, gt=0, le=1_000_000)
 
 
+class StudyUpdate(_In):
+    """``PATCH /studies/{id}``: what may change in a running study."""
+
+    budget: Budget = Field(description="the new budget, replacing the old one (a null field "
+                                       "lifts that limit); a study completed by its budget "
+                                       "runs again when the new one leaves room")
+
+
 class StepsRange(_In):
     min: int = Field(ge=1, le=limits.MAX_STEPS)
     max: int = Field(ge=1, le=limits.MAX_STEPS)
@@ -269,6 +277,10 @@ class StudyPublic(BaseModel):
     last_proposal_error_at: datetime | None = None
     proposal_failures: int = Field(0, description="strategy proposals that failed over the "
                                                   "study's life")
+    pause_reason: str | None = Field(
+        None, description="why the service paused the study (its trials kept failing before "
+                          "reporting any loss); null when a person paused it or it runs")
+    paused_at: datetime | None = None
 
 
 class StudyList(BaseModel):

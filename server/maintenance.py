@@ -70,6 +70,12 @@ class Maintainer:
         if reaped:
             log.warning("abandoned trial(s) %s: lease expired; re-queued where attempts "
                         "remain", reaped)
+            with self.db.session() as s:
+                for sid in storage.study_ids_of(s, reaped):
+                    reason = storage.pause_after_failures(
+                        s, sid, self.settings.pause_after_failures, now)
+                    if reason:
+                        log.warning("study %d: %s", sid, reason)
         with self.db.session() as s:
             studies = list(s.scalars(select(Study.id).where(
                 Study.state == StudyState.RUNNING.value).order_by(Study.id)))

@@ -76,6 +76,10 @@ class Study(Base):
     last_proposal_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_proposal_error_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     proposal_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Why the study is paused when the service paused it (a run of trials that all failed
+    # before reporting a loss); cleared by any state change a person makes.
+    pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     trials: Mapped[list[Trial]] = relationship(back_populates="study",
                                                cascade="all, delete-orphan")

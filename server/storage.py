@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from mfms_bo.errors import ValidationError
 from mfms_bo.space import MixtureSpace
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
+_Retry = aliased(Trial)
 
 
 # -- studies ---------------------------------------------------------------------------------
@@ -93,11 +94,37 @@ def set_study_state(session: Session, *, study_id: int, action: str, now: dateti
     if current not in allowed:
         raise Conflict(f"study {study_id} is {current.value}; cannot {action} it")
     study.state = new.value
+    study.pause_reason = None
+    study.paused_at = now if new == StudyState.PAUSED else None
     if new == StudyState.STOPPED:
         session.execute(
             update(Trial).where(Trial.study_id == study_id, Trial.state == _Q)
             .values(state=TrialState.CANCELLED.value, finished_at=now)
             .execution_options(synchronize_session=False))
+    return study
+
+
+def update_budget(session: Session, *, study_id: int, budget: Mapping[str, Any],
+                  now: datetime) -> Study:
+    """Replace a study's budget (``{"trials": n | None, "cost": c | None}``; None lifts that
+    limit). A study completed because its budget was spent runs again when the new budget
+    leaves room; a stopped study stays stopped (409)."""
+    study = get_study(session, study_id, lock=True)
+    if study.state == StudyState.STOPPED.value:
+        raise Conflict(f"study {study_id} is stopped; a stopped study cannot be given more "
+                       "budget (create a new one, or import this one's export)")
+    config = {**study.config, "budget": {k: budget.get(k) for k in ("trials", "cost")}}
+    study.config = config
+    parsed = StudyConfig.from_dict(config)
+    room = True
+    if parsed.budget_trials is not None:
+        room = trials_run(session, study_id) < parsed.budget_trials
+    if room and parsed.budget_cost is not None:
+        room = study_costs(session, [study_id])[study_id] < parsed.budget_cost
+    if study.state == StudyState.COMPLETED.value and room:
+        study.state = StudyState.RUNNING.value
+        study.pause_reason = None
+        study.paused_at = None
     return study
 
 
@@ -126,13 +153,67 @@ def study_costs(session: Session, study_ids: Sequence[int]) -> dict[int, float]:
     return out
 
 
+def _taught_nothing(t: Any = Trial) -> Any:
+    """SQL condition on ``t`` (the trials table or an alias of it): the trial ended failed or
+    abandoned without a single measurement (a worker that could not start it: wrong data
+    folder, bad command, missing domain)."""
+    return (t.state.in_((TrialState.FAILED.value, TrialState.ABANDONED.value))
+            & ~select(Measurement.id).where(Measurement.trial_id == t.id).exists())
+
+
 def trials_run(session: Session, study_id: int) -> int:
-    """Trials counted against ``budget.trials``: every spec run or queued here, retries and
-    imports and cancelled ones excluded."""
+    """Trials counted against ``budget.trials``: each spec run or queued here once, by the
+    last attempt of its retry chain, and not at all when that attempt failed before
+    reporting any loss (a broken worker must not spend a study's budget). Imports and
+    cancelled trials are not counted."""
+    later = select(Trial.id).where(Trial.retry_of == _Retry.id).exists()
     return int(session.scalar(
-        select(func.count()).select_from(Trial).where(
-            Trial.study_id == study_id, Trial.source != "import", Trial.retry_of.is_(None),
-            Trial.state != TrialState.CANCELLED.value)) or 0)
+        select(func.count()).select_from(_Retry).where(
+            _Retry.study_id == study_id, _Retry.source != "import",
+            _Retry.state != TrialState.CANCELLED.value, ~later, ~_taught_nothing(_Retry)))
+        or 0)
+
+
+def failed_streak(session: Session, study_id: int, limit: int) -> list[Trial]:
+    """The study's last ``limit`` finished runs (newest first) when every one of them
+    failed before reporting a loss; fewer (an empty list) otherwise."""
+    rows = list(session.scalars(
+        select(Trial).where(
+            Trial.study_id == study_id, Trial.source != "import",
+            Trial.state.in_((TrialState.COMPLETED.value, TrialState.FAILED.value,
+                             TrialState.ABANDONED.value)))
+        .order_by(Trial.finished_at.desc(), Trial.id.desc()).limit(limit)))
+    if len(rows) < limit:
+        return []
+    empty = set(session.scalars(select(Trial.id).where(
+        Trial.id.in_([t.id for t in rows]), _taught_nothing())))
+    return rows if all(t.id in empty for t in rows) else []
+
+
+def pause_after_failures(session: Session, study_id: int, limit: int, now: datetime
+                         ) -> str | None:
+    """Pause a running study whose last ``limit`` runs all failed before reporting a loss,
+    and say why on the study; the reason, or None when nothing changed. ``limit`` 0 never
+    pauses. Its queued trials stay queued for after the fix."""
+    if limit <= 0:
+        return None
+    study = get_study(session, study_id, lock=True)
+    if study.state != StudyState.RUNNING.value:
+        return None
+    streak = failed_streak(session, study_id, limit)
+    if not streak:
+        return None
+    last = (streak[0].fail_reason or "no reason given").strip()
+    if len(last) > 500:
+        last = last[:500] + "..."
+    study.state = StudyState.PAUSED.value
+    study.pause_reason = (
+        f"paused automatically: the last {limit} trials failed before reporting any loss "
+        f"(latest: trial {streak[0].id} on worker {streak[0].worker_id!r}: {last}). Fix "
+        "the worker, then resume the study; those trials did not count against "
+        "budget.trials")
+    study.paused_at = now
+    return study.pause_reason
 
 
 def queued_count(session: Session, study_id: int) -> int:
@@ -379,6 +460,12 @@ def reap_expired(session: Session, *, now: datetime, max_attempts: int) -> list[
         trial.lease_expires_at = None
         _requeue(session, trial, max_attempts, now)
     return [t.id for t in rows]
+
+
+def study_ids_of(session: Session, trial_ids: Sequence[int]) -> list[int]:
+    """The distinct studies of some trials, in id order."""
+    return list(session.scalars(select(Trial.study_id).where(Trial.id.in_(trial_ids))
+                                .distinct().order_by(Trial.study_id)))
 
 
 def check_checkpoints(given: Sequence[int], steps: int) -> list[int]:

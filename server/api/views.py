@@ -18,7 +18,8 @@ def study_public(study: Study, counts: dict[str, int], cost: float, trials_run: 
                        counts=counts, cost_spent=cost, trials_run=trials_run,
                        last_proposal_error=study.last_proposal_error,
                        last_proposal_error_at=study.last_proposal_error_at,
-                       proposal_failures=study.proposal_failures or 0)
+                       proposal_failures=study.proposal_failures or 0,
+                       pause_reason=study.pause_reason, paused_at=study.paused_at)
 
 
 def trial_public(trial: Trial) -> TrialPublic:

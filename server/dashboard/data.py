@@ -42,6 +42,8 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
         proposal_error = {"message": study.last_proposal_error,
                           "at": _iso(study.last_proposal_error_at),
                           "failures": study.proposal_failures or 0}
+        pause = ({"message": study.pause_reason, "at": _iso(study.paused_at)}
+                 if study.pause_reason else None)
         space = studies.config_of(study).space
     domains = list(space.mixtures.domains)
     uniform = _uniform(space)
@@ -49,7 +51,8 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
         "study": {"id": study_id, "name": name, "state": state, "config": config,
                   "counts": counts,
                   "cost_spent": spent,
-                  "budget": config.get("budget"), "proposal_error": proposal_error},
+                  "budget": config.get("budget"), "proposal_error": proposal_error,
+                  "pause": pause},
         "domains": domains,
         "target": {"model_size": space.fidelities.target_model_size,
                    "steps": space.fidelities.target_steps},

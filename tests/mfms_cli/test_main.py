@@ -57,3 +57,39 @@ def test_db_import_of_json_nested_too_deep_is_one_line(tmp_path, capsys) -> None
     assert main(["db", "import", str(deep), "--database-url", url]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "deep.json: JSON nested too deeply to read" in err[0], err
+
+
+def test_study_budget_pause_resume_and_the_pause_reason(tmp_path, capsys) -> None:
+    """``mfms study budget`` reopens a study its budget completed; ``pause``/``resume``
+    change its state; ``list`` shows why the service paused a study."""
+    from mfms_client.client import MFMSClient
+    from tests.server.conftest import LiveServer, fake_losses, make_settings, study_body
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    migrate.upgrade(url)
+    settings = make_settings(url, pause_after_failures=2)
+    with LiveServer(settings) as live, MFMSClient(live.url) as api:
+        s = api.create_study(study_body(strategy={"name": "random"}, budget={"trials": 1}))
+        a = api.next_trial("w", study_id=s.id)
+        for step in a.checkpoints:
+            api.post_measurement(a.trial_id, step, fake_losses(a.mixture, step))
+        api.complete_trial(a.trial_id, cost=1.0)
+        assert api.get_study(s.id).state == "completed"
+        server = ["--server", live.url]
+        assert main(["study", "budget", str(s.id), "--trials", "3", *server]) == 0
+        out = capsys.readouterr().out
+        assert f"study {s.id} is running" in out and '"trials": 3' in out
+        for _ in range(2):
+            b = api.next_trial("broken", study_id=s.id)
+            api.fail_trial(b.trial_id, "no such file: data/code.bin")
+        assert main(["study", "list", *server]) == 0
+        out = capsys.readouterr().out
+        assert "paused" in out and "no such file: data/code.bin" in out
+        assert main(["study", "resume", str(s.id), *server]) == 0
+        assert f"study {s.id} is running" in capsys.readouterr().out
+        assert main(["study", "budget", str(s.id), "--trials", "many", *server]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'many' is not a number or 'none'" in err[0]
+        assert main(["study", "budget", str(s.id), "--trials", "none", *server]) == 0
+        assert api.get_study(s.id).config["budget"] == {"trials": None, "cost": None}
+    assert main(["study", "pause"]) == 2

@@ -50,8 +50,8 @@ def test_server_creates_an_empty_sqlite_schema_and_refuses_an_old_one(tmp_path) 
 
 
 def test_proposal_error_columns_upgrade_an_existing_database(db_url: str) -> None:
-    """0002 -> 0003 on a database holding a study: it gains no error and a count of 0, and
-    the API reads it."""
+    """0002 -> head on a database holding a study: it gains no proposal error, a count of
+    0 and no pause reason (0003, 0004), and the API reads it."""
     from fastapi.testclient import TestClient
     from sqlalchemy import text
 
@@ -74,3 +74,4 @@ def test_proposal_error_columns_upgrade_an_existing_database(db_url: str) -> Non
     assert study["name"] == "old" and study["state"] == "paused"
     assert study["last_proposal_error"] is None and study["last_proposal_error_at"] is None
     assert study["proposal_failures"] == 0
+    assert study["pause_reason"] is None and study["paused_at"] is None

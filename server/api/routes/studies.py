@@ -16,6 +16,7 @@ from mfms_client.schemas import (
     StudyCreate,
     StudyList,
     StudyPublic,
+    StudyUpdate,
     TrialEnqueue,
     TrialList,
     TrialPublic,
@@ -103,6 +104,19 @@ def export_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
 def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:
     with db.session() as s:
         study = storage.set_study_state(s, study_id=study_id, action=action, now=utcnow())
+        out = _public(s, study)
+    maintainer.wake()
+    return out
+
+
+@router.patch("/{study_id}", response_model=StudyPublic, dependencies=[AdminAuth])
+def update_study(study_id: StudyId, body: StudyUpdate, db: DbDep,
+                 maintainer: MaintainerDep) -> StudyPublic:
+    """Change a study's budget: raise it to continue a study its budget completed, or lower
+    it to end one sooner."""
+    with db.session() as s:
+        study = storage.update_budget(s, study_id=study_id,
+                                      budget=body.budget.model_dump(mode="json"), now=utcnow())
         out = _public(s, study)
     maintainer.wake()
     return out

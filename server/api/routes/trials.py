@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response, status
 
 from mfms_bo.trials import Measurement
@@ -34,6 +36,7 @@ from server.maintenance import Maintainer
 from server.models import StudyState
 from server.proposer import Proposer
 
+log = logging.getLogger("mfms.server")
 router = APIRouter(tags=["trials"])
 
 
@@ -121,8 +124,14 @@ def complete(trial_id: TrialId, body: CompleteRequest, db: DbDep, proposer: Prop
 def fail(trial_id: TrialId, body: FailRequest, db: DbDep, settings: SettingsDep,
          proposer: ProposerDep, maintainer: MaintainerDep) -> TrialPublic:
     with db.session() as s:
+        now = utcnow()
         trial, _ = storage.fail_trial(s, trial_id=trial_id, reason=body.reason,
                                       retryable=body.retryable, cost=body.cost,
                                       worker_id=body.worker_id,
-                                      max_attempts=settings.max_attempts, now=utcnow())
+                                      max_attempts=settings.max_attempts, now=now)
+        s.flush()
+        reason = storage.pause_after_failures(s, trial.study_id,
+                                              settings.pause_after_failures, now)
+        if reason:
+            log.warning("study %d: %s", trial.study_id, reason)
         return _finished(s, trial, proposer, maintainer)

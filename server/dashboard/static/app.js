@@ -243,6 +243,14 @@ function drawProposalError(e) {
     "proposed instead (" + e.failures + " failed so far): " + e.message;
 }
 
+function drawPause(id, pause) {
+  const p = document.getElementById("pause-reason");
+  p.hidden = !(pause && pause.message);
+  p.textContent = p.hidden ? "" :
+    "Since " + fmtTime(pause.at) + ": " + pause.message + ". Resume with `mfms study " +
+    "resume " + id + "` (or POST /studies/" + id + "/resume).";
+}
+
 async function renderStudy(id) {
   const d = await getJSON("/studies/" + encodeURIComponent(id) + "/dashboard");
   lastData = d;
@@ -254,9 +262,11 @@ async function renderStudy(id) {
   document.getElementById("study-summary").textContent =
     d.domains.length + " domains; target " + fmtSize(d.target.model_size) + " x " +
     d.target.steps + " steps; " + (s.counts.completed || 0) + " completed, " +
-    (s.counts.running || 0) + " running, " + (s.counts.queued || 0) + " queued; cost " +
+    (s.counts.running || 0) + " running, " + (s.counts.queued || 0) + " queued, " +
+    ((s.counts.failed || 0) + (s.counts.abandoned || 0)) + " failed; cost " +
     fmt(s.cost_spent, 2) + (b.cost ? " of " + fmt(b.cost, 2) : "") +
     (b.trials ? "; budget " + b.trials + " trials" : "");
+  drawPause(s.id, s.pause);
   drawProposalError(s.proposal_error);
   drawMixture(d);
   drawProgress(d);
