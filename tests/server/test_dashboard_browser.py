@@ -168,3 +168,26 @@ def test_api_docs_render_offline(live: LiveServer, browser) -> None:
     assert outside == []
     refused = [e for e in errors if e.startswith("Failed to load resource")]
     assert len(refused) == len(images) and len(errors) == len(refused), errors
+
+
+def test_a_study_paused_for_failures_says_why(live: LiveServer, browser) -> None:
+    """The service paused a study whose trials kept failing: its page says why and how to
+    resume, and each failed trial's row shows its reason (as text, never as markup)."""
+    reason = "FileNotFoundError: data/<b>web</b>.bin"
+    with MFMSClient(live.url) as client:
+        study = client.create_study(study_body(strategy={"name": "random"}))
+        for _ in range(5):  # MFMS_PAUSE_AFTER_FAILURES' default
+            t = client.next_trial("w-broken", study_id=study.id)
+            client.fail_trial(t.trial_id, reason, worker_id="w-broken")
+        assert client.get_study(study.id).state == "paused"
+    errors: list[str] = []
+    page = _page(browser, errors)
+    page.goto(live.url + f"/ui/studies/{study.id}")
+    page.wait_for_function("document.querySelectorAll('#trials tbody tr').length > 0")
+    banner = page.inner_text("#pause-reason")
+    assert "the last 5 trials failed before reporting any loss" in banner
+    assert reason in banner and f"mfms study resume {study.id}" in banner
+    assert page.locator("#trials td.fail-reason", has_text=reason).count() == 5
+    assert page.locator("#trials b, #pause-reason b").count() == 0
+    page.close()
+    assert errors == []

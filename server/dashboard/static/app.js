@@ -228,6 +228,8 @@ function drawTable(d) {
     cell(tr, t.worker_id);
     cell(tr, fmtTime(t.started_at));
     cell(tr, fmtTime(t.finished_at));
+    const why = t.fail_reason || "";
+    cell(tr, why.length > 80 ? why.slice(0, 79) + "\u2026" : why, "fail-reason").title = why;
     tr.onclick = () => { selectedTrial = t.id; drawTrajectory(lastData); };
     body.appendChild(tr);
   }
