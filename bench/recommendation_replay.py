@@ -1,0 +1,106 @@
+"""Recommendation rules compared on the same searches.
+
+``mfms-bo``'s proposals never read its recommendation, so the trials of a saved benchmark run
+(``mfms bench --json``) are exactly what any other recommendation rule would have seen.
+This replays each run's history (the problem's losses are regenerated from the run's seed),
+fits the surrogate every ``--every`` trials, and scores each rule's recommendation by the
+problem's true objective: settle cost, final gap and the largest rise after first coming
+within 1%, per problem, median over seeds. A counterfactual on one set of searches, so the
+comparison is paired. The hyperparameters are re-optimised at every replayed fit (the live
+strategy refits on a schedule), so the ``risk=1`` column approximates, not repeats, the
+recorded curve.
+
+    python bench/recommendation_replay.py bench/results/standard.json \\
+        [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--every 4] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from mfms_bo.bench.harness import evaluate_trial, load_problem
+from mfms_bo.bench.metrics import cost_to_settle, final_gap, largest_rise
+from mfms_bo.bench.problem import search_space_of
+from mfms_bo.recommend import recommend_from_surrogate
+from mfms_bo.strategies import make_strategy
+from mfms_bo.trials import TrialSpec
+
+
+def replay(run: dict[str, Any], risks: list[float], every: int) -> dict[float, list]:
+    """Each rule's curve ``[[cost, true objective]]`` on one run's trials."""
+    torch.set_num_threads(1)
+    problem = load_problem(run["problem"])
+    space = search_space_of(problem)
+    strategy = make_strategy(run["strategy"], space, seed=run["seed"])
+    curves: dict[float, list] = {r: [] for r in risks}
+    history = []
+    last = len(run["trials"]) - 1
+    for i, t in enumerate(run["trials"]):
+        spec = TrialSpec(t["mixture"], t["model_size"], t["steps"],
+                         space.fidelities.checkpoint_steps(t["steps"]))
+        history.append(evaluate_trial(problem, spec, run["seed"] * 100_000 + i))
+        if i % every and i != last:
+            continue
+        fit = strategy.fit_surrogate(history)  # type: ignore[attr-defined]
+        if fit is None:
+            continue
+        for r in risks:
+            g = torch.Generator().manual_seed(run["seed"] + 17)
+            rec = recommend_from_surrogate(fit.model, strategy.model_space,  # type: ignore
+                                           generator=g, transform=torch.exp, risk=r)
+            curves[r].append([t["cumulative_cost"], float(problem.true_objective(rec.mixture))])
+    return curves
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", help="a JSON written by mfms bench --json")
+    ap.add_argument("--strategy", default="mfms-bo")
+    ap.add_argument("--problem", action="append", default=None)
+    ap.add_argument("--risks", default="0,0.5,1,2")
+    ap.add_argument("--every", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    risks = [float(x) for x in args.risks.split(",")]
+    with open(args.runs) as f:
+        saved = json.load(f)["runs"]
+    runs = [r for r in saved if r["strategy"] == args.strategy
+            and (not args.problem or r["problem"] in args.problem)]
+    with ProcessPoolExecutor(max(1, args.workers)) as pool:
+        curves = list(pool.map(replay, runs, [risks] * len(runs), [args.every] * len(runs)))
+    rows = []
+    for prob in dict.fromkeys(r["problem"] for r in runs):
+        mine = [(r, c) for r, c in zip(runs, curves, strict=True) if r["problem"] == prob]
+        for risk in risks:
+            settle = [cost_to_settle(c[risk], r["optimum"], 0.005) / r["budget"] * 100
+                      for r, c in mine]
+            final = [100 * final_gap(c[risk], r["optimum"]) for r, c in mine]
+            rise = [100 * x for x in (largest_rise(c[risk], r["optimum"]) for r, c in mine)
+                    if not math.isnan(x)]
+            rows.append({"problem": prob, "risk": risk, "seeds": len(mine),
+                         "settle_pct": statistics.median(settle),
+                         "final_gap_pct": statistics.median(final),
+                         "worst_rise_pct": max(rise, default=math.nan)})
+    print(f"| problem | risk | settle 0.5% (% of budget, median) | final gap (%, median) | "
+          f"worst rise after 1% (% points) |  ({args.strategy}, fit every {args.every} trials)")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        settle = "never" if math.isinf(r["settle_pct"]) else f"{r['settle_pct']:.2g}"
+        print(f"| {r['problem']} | {r['risk']:g} | {settle} | {r['final_gap_pct']:.3f} | "
+              f"{r['worst_rise_pct']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "rows": rows}, f, indent=1,
+                      default=lambda x: "inf" if x == math.inf else None)
+
+
+if __name__ == "__main__":
+    main()
