@@ -94,7 +94,7 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         hist = make_history(n)
         ours = time_propose(hist, None, args.repeats, acquisition=args.acquisition)
-        exact = time_propose(hist, {"max_fit_points": 1000, "max_condition_points": 100_000,
+        exact = time_propose(hist, {"max_fit_points": 1000, "max_condition_points": 20_000,
                                     "refit_growth": 0.0}, 1, acquisition=args.acquisition)
         rows.append({"trials": n, "observations": sum(len(h.measurements) for h in hist),
                      "mfms_bo": ours, "exact_gp": exact,

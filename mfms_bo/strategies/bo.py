@@ -89,7 +89,7 @@ class MFMSBO(Strategy):
         seed: random seed.
         acquisition: ``"kg"`` (target knowledge gradient per cost, default) or ``"ei"``
             (the seed paper's EI / cost^alpha with alpha decaying by 0.99 per iteration).
-        kernel: surrogate design, ``"transfer"`` (default), ``"additive"`` or ``"seed"``
+        kernel: surrogate design, ``"additive"`` (default), ``"transfer"`` or ``"seed"``
             (the paper's); see :mod:`mfms_bo.surrogate.kernels`.
         n_init: initial random trials at the smallest size (default ``max(4, k+1)``),
             plus one short anchor run at the largest runnable size so the GP sees scale
@@ -109,7 +109,7 @@ class MFMSBO(Strategy):
         space: SearchSpace,
         seed: int = 0,
         acquisition: str = "kg",
-        kernel: str = "transfer",
+        kernel: str = "additive",
         n_init: int | None = None,
         n_steps: int = 4,
         n_mixtures: int = 256,

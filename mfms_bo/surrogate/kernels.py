@@ -39,7 +39,7 @@ from torch import Tensor
 
 __all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel"]
 
-KERNEL_DESIGNS = ("transfer", "additive", "seed")
+KERNEL_DESIGNS = ("additive", "transfer", "seed")
 
 
 class ColumnLinearMean(Mean):

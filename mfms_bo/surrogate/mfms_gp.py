@@ -50,7 +50,7 @@ class SurrogateConfig:
     """Knobs of the MFMS-GP.
 
     Attributes:
-        kernel: ``"transfer"`` (default), ``"additive"`` or ``"seed"``; see
+        kernel: ``"additive"`` (default), ``"transfer"`` or ``"seed"``; see
             :mod:`mfms_bo.surrogate.kernels`.
         max_fit_points: observations used to fit hyperparameters.
         max_condition_points: observations the posterior conditions on.
@@ -64,7 +64,7 @@ class SurrogateConfig:
             which keeps one proposal under the latency target (bench/latency.py).
     """
 
-    kernel: str = "transfer"
+    kernel: str = "additive"
     max_fit_points: int = 256
     max_condition_points: int = 1200
     maxiter: int = 100
