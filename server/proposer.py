@@ -196,15 +196,8 @@ class Proposer:
 
     def _budget_room(self, s, study) -> int:
         """How many more trials the study's budget allows (a large number when unlimited)."""
-        config = self.strategies.config_of(study)
-        room = self.settings.queue_max
-        if config.budget_trials is not None:
-            room = min(room, config.budget_trials - storage.trials_run(s, study.id))
-        if config.budget_cost is not None:
-            spent = storage.study_costs(s, [study.id])[study.id]
-            if spent >= config.budget_cost:
-                room = 0
-        return room
+        return storage.budget_room(s, study.id, self.strategies.config_of(study),
+                                   self.settings.queue_max)
 
     def finish_if_done(self, study_id: int) -> bool:
         """Mark a running study completed once its budget is spent and nothing is in flight."""

@@ -104,8 +104,19 @@ def set_study_state(session: Session, *, study_id: int, action: str, now: dateti
     return study
 
 
-def update_budget(session: Session, *, study_id: int, budget: Mapping[str, Any],
-                  now: datetime) -> Study:
+def budget_room(session: Session, study_id: int, config: StudyConfig, cap: int) -> int:
+    """How many more trials the study's budget allows, at most ``cap`` (``cap`` when it is
+    unlimited; 0 once ``budget.cost`` is spent)."""
+    room = cap
+    if config.budget_trials is not None:
+        room = min(room, config.budget_trials - trials_run(session, study_id))
+    if config.budget_cost is not None:
+        if study_costs(session, [study_id])[study_id] >= config.budget_cost:
+            room = 0
+    return room
+
+
+def update_budget(session: Session, *, study_id: int, budget: Mapping[str, Any]) -> Study:
     """Replace a study's budget (``{"trials": n | None, "cost": c | None}``; None lifts that
     limit). A study completed because its budget was spent runs again when the new budget
     leaves room; a stopped study stays stopped (409)."""
@@ -115,16 +126,9 @@ def update_budget(session: Session, *, study_id: int, budget: Mapping[str, Any],
                        "budget (create a new one, or import this one's export)")
     config = {**study.config, "budget": {k: budget.get(k) for k in ("trials", "cost")}}
     study.config = config
-    parsed = StudyConfig.from_dict(config)
-    room = True
-    if parsed.budget_trials is not None:
-        room = trials_run(session, study_id) < parsed.budget_trials
-    if room and parsed.budget_cost is not None:
-        room = study_costs(session, [study_id])[study_id] < parsed.budget_cost
-    if study.state == StudyState.COMPLETED.value and room:
+    if (study.state == StudyState.COMPLETED.value
+            and budget_room(session, study_id, StudyConfig.from_dict(config), 1) > 0):
         study.state = StudyState.RUNNING.value
-        study.pause_reason = None
-        study.paused_at = None
     return study
 
 
@@ -177,17 +181,15 @@ def trials_run(session: Session, study_id: int) -> int:
 def failed_streak(session: Session, study_id: int, limit: int) -> list[Trial]:
     """The study's last ``limit`` finished runs (newest first) when every one of them
     failed before reporting a loss; fewer (an empty list) otherwise."""
-    rows = list(session.scalars(
-        select(Trial).where(
+    rows = session.execute(
+        select(Trial, _taught_nothing().label("empty")).where(
             Trial.study_id == study_id, Trial.source != "import",
             Trial.state.in_((TrialState.COMPLETED.value, TrialState.FAILED.value,
                              TrialState.ABANDONED.value)))
-        .order_by(Trial.finished_at.desc(), Trial.id.desc()).limit(limit)))
-    if len(rows) < limit:
+        .order_by(Trial.finished_at.desc(), Trial.id.desc()).limit(limit)).all()
+    if len(rows) < limit or not all(empty for _, empty in rows):
         return []
-    empty = set(session.scalars(select(Trial.id).where(
-        Trial.id.in_([t.id for t in rows]), _taught_nothing())))
-    return rows if all(t.id in empty for t in rows) else []
+    return [trial for trial, _ in rows]
 
 
 def pause_after_failures(session: Session, study_id: int, limit: int, now: datetime

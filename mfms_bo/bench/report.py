@@ -187,6 +187,14 @@ def format_problems(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cheapest_other(rows: dict[str, Any], reference: str, band: str
+                    ) -> tuple[float, str | None]:
+    """``(median settle cost, name)`` of the strategy other than ``reference`` that settles
+    for least at ``band``; ``(inf, None)`` when there is none."""
+    others = [(row["settle"][band][0], s) for s, row in rows.items() if s != reference]
+    return min(others, default=(math.inf, None), key=lambda t: t[0])
+
+
 def format_headline(summary: dict[str, Any], reference: str = REFERENCE,
                     band: str = "0.5pct") -> str:
     """Markdown, one row per problem: the reference's median cost to settle and final gap,
@@ -200,8 +208,7 @@ def format_headline(summary: dict[str, Any], reference: str = REFERENCE,
         ref = rows.get(reference)
         if ref is None:
             continue
-        others = [(row["settle"][band][0], s) for s, row in rows.items() if s != reference]
-        best = min(others, default=(math.inf, None), key=lambda t: t[0])
+        best = _cheapest_other(rows, reference, band)
         if best[1] is None or math.isinf(best[0]):
             other = "none settles"
             ratio = "-"
@@ -235,8 +242,7 @@ def format_convergence(summary: dict[str, Any], reference: str = REFERENCE,
                      else f"{100 * rise['median']:.2f} / {100 * rise['max']:.2f}")
         cov_cell = (f"{cov['inside'] / cov['total']:.2f} ({cov['total']} recommendations)"
                     if cov["total"] else "-")
-        others = [(row["settle"][band][0], s) for s, row in rows.items() if s != reference]
-        best = min(others, default=(math.inf, None), key=lambda t: t[0])
+        best = _cheapest_other(rows, reference, band)
         ratio = "-"
         if best[1] is not None:
             r = rows[best[1]]["speedup_settle"].get(band)

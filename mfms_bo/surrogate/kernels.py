@@ -60,6 +60,16 @@ def _lengthscale_prior() -> GammaPrior:
     return GammaPrior(3.0, 6.0)
 
 
+def _outputscale_prior() -> GammaPrior:
+    return GammaPrior(2.0, 0.15)
+
+
+def _matern(dims: tuple[int, ...]) -> MaternKernel:
+    """Matern 5/2 with one lengthscale per input in ``dims``."""
+    return MaternKernel(nu=2.5, ard_num_dims=len(dims), active_dims=dims,
+                        lengthscale_prior=_lengthscale_prior())
+
+
 def build_kernel(design: str, k: int) -> Kernel:
     """Covariance module for ``k`` mixture coordinates plus two fidelity columns."""
     w_dims = tuple(range(k))
@@ -68,38 +78,16 @@ def build_kernel(design: str, k: int) -> Kernel:
         kw = RBFKernel(active_dims=w_dims, lengthscale_prior=_lengthscale_prior())
         km = RBFKernel(active_dims=(k,), lengthscale_prior=_lengthscale_prior())
         kz = RBFKernel(active_dims=(k + 1,), lengthscale_prior=_lengthscale_prior())
-        return ScaleKernel(kw * km * kz, outputscale_prior=GammaPrior(2.0, 0.15))
+        return ScaleKernel(kw * km * kz, outputscale_prior=_outputscale_prior())
+    kw = _matern(w_dims)
+    trend = ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior())
     if design == "additive":
-        kw = MaternKernel(
-            nu=2.5, ard_num_dims=k, active_dims=w_dims, lengthscale_prior=_lengthscale_prior()
-        )
-        kf = MaternKernel(
-            nu=2.5, ard_num_dims=2, active_dims=f_dims,
-            lengthscale_prior=_lengthscale_prior(),
-        )
-        kf_trend = MaternKernel(
-            nu=2.5, ard_num_dims=2, active_dims=f_dims, lengthscale_prior=_lengthscale_prior()
-        )
-        return ScaleKernel(kw * kf, outputscale_prior=GammaPrior(2.0, 0.15)) + ScaleKernel(
-            kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
-        )
+        return ScaleKernel(kw * _matern(f_dims), outputscale_prior=_outputscale_prior()) + trend
     if design == "transfer":
-        kw = MaternKernel(
-            nu=2.5, ard_num_dims=k, active_dims=w_dims, lengthscale_prior=_lengthscale_prior()
-        )
-        shared = ConstantKernel(constant_prior=GammaPrior(2.0, 0.15))
-        drift = LinearKernel(active_dims=(k,), variance_prior=GammaPrior(2.0, 0.15))
-        free = ScaleKernel(
-            MaternKernel(nu=2.5, ard_num_dims=2, active_dims=f_dims,
-                         lengthscale_prior=_lengthscale_prior()),
-            outputscale_prior=GammaPrior(2.0, 0.15),
-        )
-        kf_trend = MaternKernel(
-            nu=2.5, ard_num_dims=2, active_dims=f_dims, lengthscale_prior=_lengthscale_prior()
-        )
-        return kw * (shared + drift + free) + ScaleKernel(
-            kf_trend, outputscale_prior=GammaPrior(2.0, 0.15)
-        )
+        shared = ConstantKernel(constant_prior=_outputscale_prior())
+        drift = LinearKernel(active_dims=(k,), variance_prior=_outputscale_prior())
+        free = ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior())
+        return kw * (shared + drift + free) + trend
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
 

@@ -116,7 +116,7 @@ def update_study(study_id: StudyId, body: StudyUpdate, db: DbDep,
     it to end one sooner."""
     with db.session() as s:
         study = storage.update_budget(s, study_id=study_id,
-                                      budget=body.budget.model_dump(mode="json"), now=utcnow())
+                                      budget=body.budget.model_dump(mode="json"))
         out = _public(s, study)
     maintainer.wake()
     return out
