@@ -13,6 +13,7 @@ import logging.config
 import os
 import socket
 import sys
+from typing import NoReturn
 
 from mfms_cli.bench import add_bench_command
 
@@ -163,11 +164,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     agent = WorkerAgent(MFMSClient(args.server, token=token, retries=5), backend, worker_id,
                         study_id=args.study, max_model_size=args.max_model_size,
                         max_trials=args.max_trials, once=args.once,
-                        poll_max=args.poll_max, echo=lambda line: print(line, flush=True))
+                        poll_max=args.poll_max, echo=lambda line: print(line, flush=True),
+                        labels=tuple(args.label), max_failures=args.max_failures or None)
     agent.install_signal_handlers()
-    print(f"worker {worker_id}: polling {args.server} (backend {backend.name})", flush=True)
+    which = (f"study {args.study}" if args.study is not None
+             else "any study it matches")
+    domains = getattr(backend, "domains", None)
+    print(f"worker {worker_id}: polling {args.server} for {which} (backend {backend.name}"
+          f"{', domains ' + ','.join(domains) if domains else ''}"
+          f"{', labels ' + ','.join(args.label) if args.label else ''})", flush=True)
     n = agent.run()
     print(f"worker {worker_id}: {n} trial(s) completed", flush=True)
+    if agent.gave_up is not None:
+        print(f"mfms worker: error: {agent.gave_up}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -192,11 +202,21 @@ def _cmd_study(args: argparse.Namespace) -> int:
         changed = getattr(client, f"{args.action}_study")(args.id)
         print(f"study {changed.id} is {changed.state}")
         return 0
-    if args.action == "budget":
-        current = client.get_study(args.id).config.get("budget") or {}
-        trials = current.get("trials") if args.trials is None else _limit(args.trials, int)
-        cost = current.get("cost") if args.cost is None else _limit(args.cost, float)
-        changed = client.update_budget(args.id, trials=trials, cost=cost)
+    if args.action in ("budget", "update"):
+        changes: dict = {}
+        if args.trials is not None or args.cost is not None:
+            current = client.get_study(args.id).config.get("budget") or {}
+            changes["budget"] = {
+                "trials": (current.get("trials") if args.trials is None
+                           else _limit(args.trials, int)),
+                "cost": current.get("cost") if args.cost is None else _limit(args.cost, float)}
+        if args.pause_after_failures is not None:
+            changes["pause_after_failures"] = args.pause_after_failures
+        if not changes:
+            print(f"mfms study {args.action}: nothing to change; give --trials, --cost or "
+                  "--pause-after-failures", file=sys.stderr)
+            return 2
+        changed = client.update_study(args.id, changes)
         print(f"study {changed.id} is {changed.state}; budget "
               f"{json.dumps(changed.config.get('budget'))}; {changed.trials_run} trials and "
               f"{changed.cost_spent:.4g} cost used")
@@ -230,9 +250,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     args.seed)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped flag or choice: the closest option or
+    choice anywhere in the command tree (Python 3.11's argparse suggests nothing)."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = self._suggestion(message)
+        super().error(message + (f"; did you mean {hint}?" if hint else ""))
+
+    def _suggestion(self, message: str) -> str | None:
+        import difflib
+        import re
+
+        if message.startswith("unrecognized arguments: "):
+            flags = [a for a in message.split(": ", 1)[1].split() if a.startswith("-")]
+            known = sorted(_option_strings(self))
+            for flag in flags:
+                close = difflib.get_close_matches(flag.split("=")[0], known, n=1)
+                if close:
+                    return close[0]
+            return None
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [
+                c.strip() for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), choices, n=1)
+            return repr(close[0]) if close else None
+        return None
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    out: set[str] = set()
+    for action in parser._actions:  # argparse keeps its tree here; no public walk exists
+        out.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= _option_strings(sub)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mfms", description="Multi-fidelity, multi-scale "
-                                "Bayesian optimisation of pretraining data mixtures.")
+    p = _Parser(prog="mfms", description="Multi-fidelity, multi-scale "
+                "Bayesian optimisation of pretraining data mixtures.")
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -291,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate: seconds slept per unit of trial cost")
     w.add_argument("--max-model-size", type=float, default=None,
                    help="largest model (parameters) this machine can train")
+    w.add_argument("--label", action="append", default=[],
+                   help="a label this worker carries (repeatable); a study that requires "
+                        "labels (`requires.labels`) is only given to workers carrying them")
+    w.add_argument("--max-failures", type=int, default=3,
+                   help="exit after this many trials in a row failed (0: never)")
     w.add_argument("--max-trials", type=int, default=None)
     w.add_argument("--once", action="store_true", help="exit when there is no work")
     w.add_argument("--worker-id", default=None, help="default: hostname-pid")
@@ -299,14 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_cmd_worker)
 
     st = sub.add_parser("study", help="create, list, show, pause, resume or stop studies on "
-                        "a server, or change a study's budget")
+                        "a server, or change a study's budget or pause threshold (update; "
+                        "budget is its older name)")
     st.add_argument("action", choices=["create", "list", "show", "pause", "resume", "stop",
-                                       "budget"])
+                                       "update", "budget"])
     st.add_argument("id", type=int, nargs="?", help="the study id (all but create and list)")
     st.add_argument("--trials", default=None,
-                    help="budget: the new budget.trials, or none to lift it (default: keep)")
+                    help="update: the new budget.trials, or none to lift it (default: keep)")
     st.add_argument("--cost", default=None,
-                    help="budget: the new budget.cost, or none to lift it (default: keep)")
+                    help="update: the new budget.cost, or none to lift it (default: keep)")
+    st.add_argument("--pause-after-failures", type=int, default=None,
+                    help="update: pause the study after this many trials in a row failed "
+                         "before any loss (0: never)")
     st.add_argument("--server", default="http://127.0.0.1:8000")
     st.add_argument("--token", default=None,
                     help="default: $MFMS_ADMIN_TOKEN, else $MFMS_API_TOKEN")

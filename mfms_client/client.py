@@ -197,9 +197,13 @@ class MFMSClient:
                       cost: float | None = None) -> StudyPublic:
         """Replace the study's budget (None lifts that limit); a study its budget completed
         runs again when the new one leaves room."""
-        body = {"budget": {"trials": trials, "cost": cost}}
+        return self.update_study(study_id, {"budget": {"trials": trials, "cost": cost}})
+
+    def update_study(self, study_id: int, changes: Mapping[str, Any]) -> StudyPublic:
+        """``PATCH /studies/{id}`` with any of ``budget`` and ``pause_after_failures``."""
         return StudyPublic.model_validate(
-            self._request("PATCH", f"/studies/{study_id}", json=body, idempotent=True).json())
+            self._request("PATCH", f"/studies/{study_id}", json=dict(changes),
+                          idempotent=True).json())
 
     def enqueue_trial(self, study_id: int, mixture: Mapping[str, float], model_size: float,
                       steps: int, checkpoints: Sequence[int] | None = None,
@@ -254,9 +258,11 @@ class MFMSClient:
     # -- the worker protocol ---------------------------------------------------------------
     def next_trial(self, worker_id: str, study_id: int | None = None,
                    max_model_size: float | None = None,
-                   domains: Sequence[str] | None = None) -> TrialAssignment | None:
-        """``POST /next-trial``: a leased trial, or None when there is no work now (for a
-        worker with ``domains``, none of a study it has the domains of)."""
+                   domains: Sequence[str] | None = None, *, exact_domains: bool = False,
+                   backend: str | None = None, labels: Sequence[str] | None = None
+                   ) -> TrialAssignment | None:
+        """``POST /next-trial``: a leased trial, or None when there is no work now that
+        this worker matches (its domains, backend and labels; see ``Capabilities``)."""
         body: dict[str, Any] = {"worker_id": worker_id}
         if study_id is not None:
             body["study_id"] = study_id
@@ -265,6 +271,12 @@ class MFMSClient:
             caps["max_model_size"] = max_model_size
         if domains is not None:
             caps["domains"] = list(domains)
+        if exact_domains:
+            caps["exact_domains"] = True
+        if backend is not None:
+            caps["backend"] = backend
+        if labels:
+            caps["labels"] = list(labels)
         if caps:
             body["capabilities"] = caps
         resp = self._request("POST", "/next-trial", json=body)

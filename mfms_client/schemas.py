@@ -187,11 +187,37 @@ class Budget(_In):
 
 
 class StudyUpdate(_In):
-    """``PATCH /studies/{id}``: what may change in a running study."""
+    """``PATCH /studies/{id}``: what may change in a running study (at least one field)."""
 
-    budget: Budget = Field(description="the new budget, replacing the old one (a null field "
-                                       "lifts that limit); a study completed by its budget "
-                                       "runs again when the new one leaves room")
+    budget: Budget | None = Field(
+        None, description="the new budget, replacing the old one (a null field lifts that "
+                          "limit); a study completed by its budget runs again when the new "
+                          "one leaves room")
+    pause_after_failures: int | None = Field(
+        None, ge=0, le=10_000, description="the study's new pause threshold (0: never pause)")
+
+    @model_validator(mode="after")
+    def _something(self) -> StudyUpdate:
+        if not self.model_fields_set & {"budget", "pause_after_failures"}:
+            raise ValueError("give at least one of budget, pause_after_failures")
+        return self
+
+
+_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_Label = Annotated[str, Field(pattern=_LABEL)]
+
+
+class WorkerRequirements(_In):
+    """What a worker must declare in ``/next-trial`` to be given a study's trials: a study
+    of real data names the backend that trains on it, so a simulator or a toy script that
+    happens to know the domain names never completes its trials with made-up losses."""
+
+    backend: str | None = Field(None, pattern=_LABEL,
+                                description="the backend name the worker must declare "
+                                            "(simulate, command, torch, or a client's own)")
+    labels: list[_Label] = Field(default_factory=list, max_length=32,
+                                 description="labels the worker must all carry "
+                                             "(`mfms worker --label`)")
 
 
 class StepsRange(_In):
@@ -240,6 +266,14 @@ class StudyCreate(_In):
     loss_bounds: LossBounds = Field(
         default_factory=LossBounds,
         description="reported losses must lie strictly inside (min, max); default (0, 1e4)")
+    requires: WorkerRequirements | None = Field(
+        None, description="only workers declaring this backend and these labels get the "
+                          "study's trials; default: any worker with the study's domains")
+    pause_after_failures: int | None = Field(
+        None, ge=0, le=10_000,
+        description="pause the study once this many trials in a row failed before reporting "
+                    "a loss (a misconfigured worker); 0 never pauses; default: the server's "
+                    "MFMS_PAUSE_AFTER_FAILURES")
 
     @field_validator("name")
     @classmethod
@@ -294,6 +328,15 @@ class Capabilities(_In):
         description="the domains this worker can train on or simulate: it is only given "
                     "trials of studies whose domains (and loss domains) it has; omitted: "
                     "any study")
+    exact_domains: bool = Field(
+        False, description="only studies whose domains are exactly `domains` (a simulator "
+                           "knows one problem's losses, not a subset's)")
+    backend: str | None = Field(None, pattern=_LABEL,
+                                description="the backend this worker runs, matched against "
+                                            "a study's `requires.backend`")
+    labels: list[_Label] | None = Field(None, max_length=32,
+                                        description="matched against a study's "
+                                                    "`requires.labels`")
 
 
 class NextTrialRequest(_In):

@@ -45,10 +45,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=100,
                               description="runs of one trial spec before it stays abandoned")
     pause_after_failures: int = Field(
-        5, ge=0, le=10_000,
+        3, ge=0, le=10_000,
         description="pause a study once this many of its trials in a row failed before "
                     "reporting any loss (a misconfigured worker), with the reason on the "
-                    "study; 0 never pauses")
+                    "study; 0 never pauses; a study's own pause_after_failures overrides it")
     queue_min: int = Field(1, ge=0, le=1024,
                            description="proposals kept queued per running study, so a "
                                        "worker finishing a trial is not kept waiting")

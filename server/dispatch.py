@@ -9,7 +9,6 @@ study's proposer lock, in which case it polls the queue until ``next_trial_wait_
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mfms_client.schemas import Capabilities
 from server import storage
 from server.config import Settings
 from server.db import Database, utcnow
-from server.errors import NotFound
+from server.errors import Conflict, NotFound
 from server.models import Study, StudyState, Trial
 from server.proposer import Proposer
 from server.study_cache import StudyCache
@@ -37,18 +37,21 @@ class Claim:
 
 
 def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_id: str,
-               study_id: int | None, max_model_size: float | None,
-               domains: Sequence[str] | None = None) -> Claim:
-    caps: dict[str, Any] = {}
-    if max_model_size is not None:
-        caps["max_model_size"] = max_model_size
-    if domains is not None:
-        caps["domains"] = list(domains)
+               study_id: int | None, capabilities: Capabilities | None = None) -> Claim:
+    """A trial for this worker, of ``study_id`` or of any running study it matches.
+
+    Raises:
+        Conflict: the worker is pinned to a study it does not match (it could only fail
+            or fake its trials), naming what is missing.
+    """
+    caps_in = capabilities or Capabilities()
+    max_model_size = caps_in.max_model_size
+    caps = caps_in.model_dump(exclude_defaults=True)
     now = utcnow()
     with db.session() as s:  # the fast path: one transaction
         storage.touch_worker(s, worker_id=worker_id, capabilities=caps, now=now)
         storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
-        allowed = _matching_studies(s, proposer.strategies, domains)
+        allowed = _matching_studies(s, proposer.strategies, caps_in, study_id)
         claim = _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
     if claim.trial is not None or (claim.study_state not in (None, StudyState.RUNNING.value)):
         return claim
@@ -56,8 +59,8 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
     while True:
         busy = False
         for sid in _running_studies(db, study_id):
-            if allowed is not None and sid not in allowed:
-                continue  # a study this worker lacks the domains of: propose nothing for it
+            if sid not in allowed:
+                continue  # a study this worker cannot run: propose nothing for it
             want = max(1, min(settings.queue_max, _idle(db, settings)))
             result = proposer.top_up(sid, want=want, max_model_size=max_model_size)
             busy |= result.busy
@@ -71,21 +74,47 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
         time.sleep(0.2)
 
 
-def _matching_studies(s: Session, studies: StudyCache, domains: Sequence[str] | None
-                      ) -> set[int] | None:
-    """Running studies whose domains and loss domains a worker with ``domains`` has (None:
-    no restriction). A simulator or a data folder without a study's domain could only fail
-    its trials; matching here keeps such a worker from spending the study's budget."""
-    if domains is None:
-        return None
-    have = set(domains)
+def _matching_studies(s: Session, studies: StudyCache, caps: Capabilities,
+                      study_id: int | None) -> set[int]:
+    """The running studies a worker with ``caps`` can run. A simulator or a data folder
+    without a study's domain, or a worker without the backend or labels the study requires,
+    could only fail or fake its trials; matching here keeps it from spending the study's
+    budget. A worker pinned to ``study_id`` that does not match gets a 409 naming why."""
+    q = select(Study.id, Study.config, Study.seed).where(
+        Study.state == StudyState.RUNNING.value)
+    if study_id is not None:
+        q = q.where(Study.id == study_id)
     out = set()
-    for sid, config, seed in s.execute(select(Study.id, Study.config, Study.seed)
-                                       .where(Study.state == StudyState.RUNNING.value)):
-        space = studies.study(sid, config, seed).config.space
-        if set(space.mixtures.domains) | set(space.loss_domains or ()) <= have:
+    for sid, config, seed in s.execute(q):
+        why = mismatch(studies.study(sid, config, seed).config.space, config, caps)
+        if why is None:
             out.add(sid)
+        elif study_id is not None:
+            raise Conflict(f"this worker cannot run study {sid}: {why}")
     return out
+
+
+def mismatch(space: Any, config: dict[str, Any], caps: Capabilities) -> str | None:
+    """Why a worker with ``caps`` cannot run a study (its ``space`` and stored ``config``);
+    None when it can."""
+    if caps.domains is not None:
+        need = list(space.mixtures.domains) + [d for d in space.loss_domains or ()
+                                               if d not in space.mixtures.domains]
+        missing = [d for d in need if d not in caps.domains]
+        if missing:
+            return f"its domains {list(caps.domains)} lack the study's {missing}"
+        if caps.exact_domains and set(caps.domains) != set(need):
+            return (f"its domains {sorted(caps.domains)} are not exactly the study's "
+                    f"{sorted(need)}")
+    requires = config.get("requires") or {}
+    backend = requires.get("backend")
+    if backend is not None and caps.backend != backend:
+        return (f"the study requires backend {backend!r}, the worker runs "
+                f"{caps.backend or 'an undeclared backend'}")
+    missing_labels = [x for x in requires.get("labels") or () if x not in (caps.labels or ())]
+    if missing_labels:
+        return f"the study requires the labels {missing_labels} (mfms worker --label)"
+    return None
 
 
 def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | None,

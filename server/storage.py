@@ -116,15 +116,21 @@ def budget_room(session: Session, study_id: int, config: StudyConfig, cap: int) 
     return room
 
 
-def update_budget(session: Session, *, study_id: int, budget: Mapping[str, Any]) -> Study:
-    """Replace a study's budget (``{"trials": n | None, "cost": c | None}``; None lifts that
-    limit). A study completed because its budget was spent runs again when the new budget
-    leaves room; a stopped study stays stopped (409)."""
+def update_study(session: Session, *, study_id: int, changes: Mapping[str, Any]) -> Study:
+    """Apply ``PATCH /studies/{id}``: ``budget`` replaces the study's budget
+    (``{"trials": n | None, "cost": c | None}``; None lifts that limit) and
+    ``pause_after_failures`` its pause threshold. A study completed because its budget was
+    spent runs again when the new budget leaves room; a stopped study stays stopped (409)."""
     study = get_study(session, study_id, lock=True)
     if study.state == StudyState.STOPPED.value:
-        raise Conflict(f"study {study_id} is stopped; a stopped study cannot be given more "
-                       "budget (create a new one, or import this one's export)")
-    config = {**study.config, "budget": {k: budget.get(k) for k in ("trials", "cost")}}
+        raise Conflict(f"study {study_id} is stopped; a stopped study cannot be changed "
+                       "(create a new one, or import this one's export)")
+    config = dict(study.config)
+    if "budget" in changes:
+        budget = changes["budget"] or {}
+        config["budget"] = {k: budget.get(k) for k in ("trials", "cost")}
+    if "pause_after_failures" in changes:
+        config["pause_after_failures"] = changes["pause_after_failures"]
     study.config = config
     if (study.state == StudyState.COMPLETED.value
             and budget_room(session, study_id, StudyConfig.from_dict(config), 1) > 0):
@@ -192,15 +198,15 @@ def failed_streak(session: Session, study_id: int, limit: int) -> list[Trial]:
     return [trial for trial, _ in rows]
 
 
-def pause_after_failures(session: Session, study_id: int, limit: int, now: datetime
-                         ) -> str | None:
+def pause_after_failures(session: Session, study_id: int, default_limit: int,
+                         now: datetime) -> str | None:
     """Pause a running study whose last ``limit`` runs all failed before reporting a loss,
-    and say why on the study; the reason, or None when nothing changed. ``limit`` 0 never
-    pauses. Its queued trials stay queued for after the fix."""
-    if limit <= 0:
-        return None
+    and say why on the study; the reason, or None when nothing changed. ``limit`` is the
+    study's own ``pause_after_failures`` when it set one, else ``default_limit`` (the
+    server's); 0 never pauses. Its queued trials stay queued for after the fix."""
     study = get_study(session, study_id, lock=True)
-    if study.state != StudyState.RUNNING.value:
+    limit = pause_limit(study.config, default_limit)
+    if limit <= 0 or study.state != StudyState.RUNNING.value:
         return None
     streak = failed_streak(session, study_id, limit)
     if not streak:
@@ -216,6 +222,12 @@ def pause_after_failures(session: Session, study_id: int, limit: int, now: datet
         "budget.trials")
     study.paused_at = now
     return study.pause_reason
+
+
+def pause_limit(config: Mapping[str, Any], default_limit: int) -> int:
+    """The study's pause threshold: its own when its config sets one, else the server's."""
+    own = config.get("pause_after_failures")
+    return default_limit if own is None else int(own)
 
 
 def queued_count(session: Session, study_id: int) -> int:

@@ -9,11 +9,18 @@
 * SIGTERM / SIGINT: the current trial is reported failed-retryable (the server re-queues
   it with its partial curve kept) and the agent exits.
 * No work (204): wait with exponential backoff and jitter.
+* A trial the backend fails (or whose measurement the server refuses, 422) is failed with
+  the reason; after ``max_failures`` such trials in a row the agent backs off between
+  them, and then exits with a message saying what went wrong (a worker that cannot run
+  anything should not keep claiming trials; the server pauses the study too).
+* It declares what it can run (domains, backend name, labels) with every ``/next-trial``
+  and says which study each trial came from.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import signal
 import threading
@@ -33,7 +40,7 @@ from mfms_client.client import (
 from mfms_client.schemas import TrialAssignment, TrialPublic
 from workers.backends import Backend, BackendResult
 
-__all__ = ["WorkerAgent", "TrialStopped"]
+__all__ = ["WorkerAgent", "TrialStopped", "MeasurementRefused"]
 
 log = logging.getLogger("mfms.worker")
 
@@ -44,12 +51,18 @@ class TrialStopped(Exception):
     """Raised inside a backend's ``report`` when the agent must abandon the trial."""
 
 
+class MeasurementRefused(Exception):
+    """The server refused a measurement as invalid (422): retrying the same one cannot
+    succeed, so the trial fails with the server's reason."""
+
+
 class WorkerAgent:
     def __init__(self, client: MFMSClient, backend: Backend, worker_id: str,
                  study_id: int | None = None, max_model_size: float | None = None,
                  max_trials: int | None = None, once: bool = False,
                  poll_min: float = 1.0, poll_max: float = 30.0,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, labels: tuple[str, ...] = (),
+                 max_failures: int | None = 3) -> None:
         self.client = client
         self.backend = backend
         self.worker_id = worker_id
@@ -59,8 +72,16 @@ class WorkerAgent:
         self.once = once
         self.poll_min, self.poll_max = poll_min, poll_max
         self.echo = echo or (lambda line: log.info("%s", line))
+        self.labels = tuple(labels)
+        self.max_failures = max_failures
         self.stop_event = threading.Event()
         self.trials_done = 0
+        self.trials_failed = 0  # by the backend or a refused measurement
+        self.failed_in_a_row = 0
+        #: Why the agent gave up (``max_failures`` failures in a row); None otherwise.
+        self.gave_up: str | None = None
+        self._last_failure = ""
+        self._studies_seen: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -82,10 +103,12 @@ class WorkerAgent:
             if self.max_trials is not None and self.trials_done >= self.max_trials:
                 break
             try:
-                trial = self.client.next_trial(self.worker_id, self.study_id,
-                                               self.max_model_size,
-                                               # backends without `domains` take any study
-                                               getattr(self.backend, "domains", None))
+                trial = self.client.next_trial(
+                    self.worker_id, self.study_id, self.max_model_size,
+                    # backends without `domains` take any study
+                    getattr(self.backend, "domains", None),
+                    exact_domains=bool(getattr(self.backend, "exact_domains", False)),
+                    backend=getattr(self.backend, "name", None), labels=self.labels)
             except _TRANSIENT as exc:
                 self.echo(f"{self.worker_id}: server unavailable ({exc}); retrying")
                 self._sleep(idle)
@@ -98,8 +121,37 @@ class WorkerAgent:
                 idle = min(idle * 2, self.poll_max)
                 continue
             idle = self.poll_min
+            self._announce(trial.study_id)
+            failures = self.trials_failed
             self.run_trial(trial)
+            if self.trials_failed == failures:  # completed, or interrupted: not a failure
+                self.failed_in_a_row = 0
+                continue
+            self.failed_in_a_row += 1
+            if self.max_failures is not None and self.failed_in_a_row >= self.max_failures:
+                self.gave_up = (
+                    f"{self.failed_in_a_row} trials in a row failed (last: "
+                    f"{self._last_failure}); stopping so that this worker does not fail "
+                    "more. Fix the backend (try its command by hand), then start the "
+                    "worker again")
+                self.echo(f"{self.worker_id}: {self.gave_up}")
+                break
+            # Back off before the next claim: a failure that is the environment's (a full
+            # disk, a busy GPU) may pass, and a broken worker claims trials more slowly.
+            self._sleep(min(self.poll_min * 2 ** self.failed_in_a_row, self.poll_max))
         return self.trials_done
+
+    def _announce(self, study_id: int) -> None:
+        """Say which study a worker serving any study took work from, once per study."""
+        if self.study_id is not None or study_id in self._studies_seen:
+            return
+        self._studies_seen.add(study_id)
+        try:
+            name = repr(self.client.get_study(study_id).name)
+        except (APIError, ServerUnreachable):
+            name = "(name not readable with this token)"
+        self.echo(f"{self.worker_id}: taking trials of study {study_id} {name}, which "
+                  "this worker matches")
 
     def _study_finished(self) -> bool:
         if self.study_id is None:
@@ -127,6 +179,10 @@ class WorkerAgent:
             if self.stop_event.is_set() or lost.is_set():
                 raise TrialStopped("worker stopping" if self.stop_event.is_set()
                                    else "the server took the trial back")
+            bad = {d: v for d, v in losses.items() if not math.isfinite(float(v))}
+            if bad:  # JSON cannot carry it and no retry can fix it: fail the trial now
+                raise ValueError(f"the backend reported non-finite loss(es) {bad} at step "
+                                 f"{step}")
             buffer.append((step, dict(losses), cost,
                            None if proportions is None else dict(proportions)))
             self._flush(tid, buffer)
@@ -142,10 +198,16 @@ class WorkerAgent:
             self.echo(f"{self.worker_id}: trial {tid} interrupted ({exc})")
             return False
         except Exception as exc:  # any backend failure fails the trial
-            tail = "".join(traceback.format_exception(exc))[-2000:]
-            reason = f"{exc}\n{tail}"
+            if isinstance(exc, MeasurementRefused):
+                reason = str(exc)
+                buffer.clear()  # the refused one would be refused again
+            else:
+                tail = "".join(traceback.format_exception(exc))[-2000:]
+                reason = f"{exc}\n{tail}"
             self._try_flush(tid, buffer)
             self._finish(lambda: self.client.fail_trial(tid, reason, worker_id=self.worker_id))
+            self._last_failure = " ".join(str(exc).split())[:300]
+            self.trials_failed += 1
             self.echo(f"{self.worker_id}: trial {tid} failed: {exc}")
             return False
         finally:
@@ -187,6 +249,10 @@ class WorkerAgent:
             except ConflictError as exc:
                 # The trial is no longer ours (lease lapsed and re-queued): stop running it.
                 raise TrialStopped(str(exc)) from exc
+            except InvalidRequestError as exc:
+                raise MeasurementRefused(
+                    f"the server refused the measurement at step {step}: {exc.detail}"
+                ) from exc
             buffer.pop(0)
         return True
 
@@ -206,8 +272,9 @@ class WorkerAgent:
     def _try_flush(self, tid: int, buffer: list, patience: float = 30.0) -> bool:
         try:
             return self._flush(tid, buffer, patience)
-        except TrialStopped as exc:
+        except (TrialStopped, MeasurementRefused) as exc:
             self.echo(f"{self.worker_id}: trial {tid}: {exc}")
+            buffer.clear()
             return False
 
     def _finish(self, call: Callable[[], object], patience: float = 600.0):

@@ -158,8 +158,11 @@ def _clean_env() -> dict[str, str]:
             if k not in {n for n, _ in names} and k != "COMPOSE_PROFILES"}
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"], ["--profile", "demo"]],
+                         ids=["default", "gpu", "demo"])
 def test_docker_compose_config_validates(profile: list[str]) -> None:
+    """By default: the database and the server, no simulated workers (they would take any
+    study with their domain names); ``--profile demo`` adds them, ``gpu`` the trainer."""
     base = _docker_compose()
     env = _clean_env()
     check = subprocess.run(base + profile + ["config", "-q"], cwd=ROOT, env=env,
@@ -168,14 +171,16 @@ def test_docker_compose_config_validates(profile: list[str]) -> None:
     listed = subprocess.run(base + profile + ["config", "--services"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
-    expected = {"postgres", "server", "worker"} | ({"gpu-worker"} if profile else set())
+    expected = {"postgres", "server"} | {"gpu": {"gpu-worker"}, "demo": {"worker"}}.get(
+        profile[-1] if profile else "", set())
     assert set(listed.stdout.split()) == expected
 
 
 def test_docker_compose_worker_count_comes_from_the_environment() -> None:
     base = _docker_compose()
     env = _clean_env() | {"MFMS_SIM_WORKERS": "16"}
-    out = subprocess.run(base + ["config", "--format", "json"], cwd=ROOT, env=env,
+    out = subprocess.run(base + ["--profile", "demo", "config", "--format", "json"],
+                         cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["services"]["worker"]["deploy"]["replicas"] == 16

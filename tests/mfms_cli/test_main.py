@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mfms_cli.main import main
@@ -93,3 +95,66 @@ def test_study_budget_pause_resume_and_the_pause_reason(tmp_path, capsys) -> Non
         assert main(["study", "budget", str(s.id), "--trials", "none", *server]) == 0
         assert api.get_study(s.id).config["budget"] == {"trials": None, "cost": None}
     assert main(["study", "pause"]) == 2
+
+
+def test_study_update_changes_the_pause_threshold(tmp_path, capsys) -> None:
+    from mfms_client.client import MFMSClient
+    from tests.server.conftest import LiveServer, make_settings, study_body
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    migrate.upgrade(url)
+    with LiveServer(make_settings(url)) as live, MFMSClient(live.url) as api:
+        s = api.create_study(study_body(strategy={"name": "random"}, budget={"trials": 4}))
+        server = ["--server", live.url]
+        assert main(["study", "update", str(s.id), "--pause-after-failures", "7",
+                     "--cost", "50", *server]) == 0
+        config = api.get_study(s.id).config
+        assert config["pause_after_failures"] == 7
+        assert config["budget"] == {"trials": 4, "cost": 50.0}
+        assert main(["study", "update", str(s.id), *server]) == 2
+        assert "nothing to change" in capsys.readouterr().err
+
+
+def test_http_errors_are_one_line_naming_the_problem(tmp_path, capsys) -> None:
+    """401 (no or wrong token), 403 (a worker token on an admin route), 404 and 409 each
+    give one line on stderr and exit 1."""
+    from tests.server.conftest import LiveServer, make_settings, study_body
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    migrate.upgrade(url)
+    settings = make_settings(url, admin_token="adm", worker_token="wrk")
+    body = tmp_path / "study.json"
+    body.write_text(json.dumps(study_body()))
+    with LiveServer(settings) as live:
+        server = ["--server", live.url]
+        cases = [
+            (["study", "create", "--file", str(body), *server], "401"),
+            (["study", "create", "--file", str(body), "--token", "wrong", *server], "401"),
+            (["study", "create", "--file", str(body), "--token", "wrk", *server], "403"),
+            (["study", "show", "999", "--token", "adm", *server], "study 999 not found"),
+        ]
+        for argv, expect in cases:
+            assert main(argv) == 1, argv
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and expect in err[0] and "Traceback" not in err[0], (argv, err)
+            assert err[0].startswith("mfms study: error: ")
+        assert main(["study", "create", "--file", str(body), "--token", "adm", *server]) == 0
+        sid = json.loads(capsys.readouterr().out)["id"]
+        assert main(["study", "stop", str(sid), "--token", "adm", *server]) == 0
+        capsys.readouterr()
+        assert main(["study", "update", str(sid), "--trials", "9", "--token", "adm",
+                     *server]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is stopped; a stopped study cannot be changed" in err[0], err
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["worker", "--server", "http://x", "--max-trails", "3"], "did you mean --max-trials?"),
+    (["study", "updte", "1"], "did you mean 'update'?"),
+    (["stduy", "list"], "did you mean 'study'?"),
+])
+def test_a_mistyped_flag_or_command_gets_did_you_mean(argv, hint, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(hint)

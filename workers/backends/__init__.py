@@ -35,5 +35,7 @@ class Backend(Protocol):
     #: ``/next-trial`` so the server hands it only studies it has every domain of; None
     #: (a user's command) takes any study.
     domains: tuple[str, ...] | None
+    #: Optional (default False): only studies whose domains are exactly ``domains``.
+    #: exact_domains: bool
 
     def run(self, trial: TrialAssignment, report: Report) -> float | BackendResult: ...

@@ -20,6 +20,9 @@ __all__ = ["SimulateBackend"]
 
 class SimulateBackend:
     name = "simulate"
+    #: A simulator knows one problem's losses: it runs studies of exactly its domains (a
+    #: study of a subset would get losses for domains it does not have).
+    exact_domains = True
 
     def __init__(self, problem: str | Problem, time_per_cost: float = 0.0, seed: int = 0
                  ) -> None:
@@ -30,10 +33,9 @@ class SimulateBackend:
 
     def run(self, trial: TrialAssignment, report: Report) -> float:
         p = self.problem
-        unknown = set(trial.mixture) - set(p.domains)
-        if unknown:
-            raise ValueError(f"simulate: problem {p.name!r} has no domain(s) {sorted(unknown)}; "
-                             f"its domains are {list(p.domains)}")
+        if set(trial.mixture) != set(p.domains):
+            raise ValueError(f"simulate: problem {p.name!r} simulates the domains "
+                             f"{list(p.domains)}, not the trial's {sorted(trial.mixture)}")
         # Noise seeded by trial id: a retried trial sees a fresh draw, a replay the same one.
         seed = zlib.crc32(f"{self.seed}:{trial.trial_id}:{trial.attempt}".encode())
         curve = dict(p.evaluate(dict(trial.mixture), trial.model_size, trial.steps, seed=seed))

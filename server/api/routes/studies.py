@@ -112,11 +112,11 @@ def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:
 @router.patch("/{study_id}", response_model=StudyPublic, dependencies=[AdminAuth])
 def update_study(study_id: StudyId, body: StudyUpdate, db: DbDep,
                  maintainer: MaintainerDep) -> StudyPublic:
-    """Change a study's budget: raise it to continue a study its budget completed, or lower
-    it to end one sooner."""
+    """Change a study's budget (raise it to continue a study its budget completed, or lower
+    it to end one sooner) or its pause threshold."""
     with db.session() as s:
-        study = storage.update_budget(s, study_id=study_id,
-                                      budget=body.budget.model_dump(mode="json"))
+        study = storage.update_study(s, study_id=study_id,
+                                     changes=body.model_dump(mode="json", exclude_unset=True))
         out = _public(s, study)
     maintainer.wake()
     return out

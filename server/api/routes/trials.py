@@ -45,11 +45,8 @@ router = APIRouter(tags=["trials"])
 def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: SettingsDep,
                proposer: ProposerDep, maintainer: MaintainerDep, studies: StudiesDep
                ) -> TrialAssignment | Response:
-    caps = body.capabilities
     claim = dispatch_next_trial(db, proposer, settings, worker_id=body.worker_id,
-                                study_id=body.study_id,
-                                max_model_size=caps.max_model_size if caps else None,
-                                domains=caps.domains if caps else None)
+                                study_id=body.study_id, capabilities=body.capabilities)
     maintainer.wake()
     if claim.trial is None:
         headers = {"Retry-After": "5"}
