@@ -495,6 +495,9 @@ class PredictResponse(BaseModel):
     model_size: float
     steps: int
     predictions: list[Prediction]
+    model: str = Field("", description="which model answered: the study's own strategy, or "
+                                       "(for a strategy without a surrogate) mfms-bo with "
+                                       "default options")
 
 
 class Health(BaseModel):

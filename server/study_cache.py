@@ -88,12 +88,13 @@ class StudyCache:
 
     def surrogate_model(self, study_id: int, config: Mapping[str, Any], seed: int
                         ) -> CachedStrategy:
-        """The model behind ``/predict`` and the dashboard: an ``mfms-bo`` study's own
-        strategy (its options, and the very fit its recommendation comes from, so the two
-        never disagree); for any other strategy an MFMS-BO with default options, since
-        ``/predict`` answers for any fidelity, which only the multi-fidelity surrogate can."""
+        """The model behind ``/predict`` and the dashboard: the study's own strategy when it
+        has a surrogate (``mfms-bo`` and its single-size baselines: its options, and the
+        very fit its recommendation comes from, so the two never disagree); for a strategy
+        without one (random, hyperband, screen, ...) an MFMS-BO with default options,
+        which ``/predict`` names in its answer."""
         own = self.strategy(study_id, config, seed)
-        if type(own.strategy) is MFMSBO:
+        if isinstance(own.strategy, MFMSBO):
             return own
         return self._built(study_id, config, seed, "surrogate",
                            lambda e: MFMSBO(e.config.space, seed=e.seed))

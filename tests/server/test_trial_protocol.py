@@ -202,6 +202,36 @@ def test_mfms_bo_study_recommends_with_interval(api: MFMSClient, options: dict) 
     assert pred.interval == pytest.approx(rec.interval, rel=1e-9)
 
 
+@pytest.mark.parametrize("strategy", ["mf-bo", "sf-bo"])
+def test_a_single_size_baseline_predicts_with_its_own_model(api: MFMSClient, strategy: str
+                                                            ) -> None:
+    """``/predict`` of an ``mf-bo`` / ``sf-bo`` study is the strategy's own belief (its
+    recommendation's number); a size it does not model is a 409 saying so, not an answer
+    from another model."""
+    s = api.create_study(study_body(seed=0, budget={"trials": 6},
+                                    strategy={"name": strategy}))
+    for _ in range(6):
+        _run(api, study_id=s.id, cost=1.0)
+    rec = api.recommendation(s.id)
+    assert rec.strategy == strategy
+    out = api.predict(s.id, [rec.mixture])
+    assert out.model == f"the study's strategy {strategy}"
+    assert out.predictions[0].predicted_objective == pytest.approx(rec.predicted_objective,
+                                                                   rel=1e-9)
+    with pytest.raises(ConflictError) as e:
+        api.predict(s.id, [rec.mixture], model_size=20e6)
+    assert f"the study's strategy {strategy} models only model size 6e+07" in e.value.detail
+
+
+def test_a_study_without_a_surrogate_says_which_model_predicts(api: MFMSClient) -> None:
+    s = api.create_study(study_body(seed=0, strategy={"name": "random"}))
+    for _ in range(3):
+        _run(api, study_id=s.id, cost=1.0)
+    out = api.predict(s.id, [{"code": 0.2, "web": 0.5, "books": 0.3}])
+    assert out.model == ("mfms-bo with default options (the study's strategy random has no "
+                         "surrogate)")
+
+
 def test_cost_budget_ends_the_study(api: MFMSClient) -> None:
     s = api.create_study(study_body(strategy={"name": "random"}, budget={"cost": 25.0}))
     for _ in range(3):
