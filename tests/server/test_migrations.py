@@ -75,3 +75,35 @@ def test_proposal_error_columns_upgrade_an_existing_database(db_url: str) -> Non
     assert study["last_proposal_error"] is None and study["last_proposal_error_at"] is None
     assert study["proposal_failures"] == 0
     assert study["pause_reason"] is None and study["paused_at"] is None
+
+
+def test_an_empty_postgresql_database_needs_an_explicit_upgrade(pg_url: str) -> None:
+    """Only the embedded SQLite default creates its own schema: a PostgreSQL database is
+    shared and backed up, so an empty one is refused with the command to run, and
+    ``--upgrade`` (auto_upgrade) creates the schema."""
+    import uuid
+
+    import pytest
+    from fastapi.testclient import TestClient
+    from sqlalchemy import create_engine, text
+
+    from server.app import create_app
+    from tests.server.conftest import PG_ADMIN_URL, make_settings
+
+    name = f"mfms_empty_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = pg_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        with pytest.raises(RuntimeError, match="mfms db upgrade"), \
+                TestClient(create_app(make_settings(url))):
+            pass
+        assert migrate.current_revision(url) is None
+        with TestClient(create_app(make_settings(url, auto_upgrade=True))) as http:
+            assert http.get("/studies").json()["studies"] == []
+        assert migrate.current_revision(url) == migrate.head_revision()
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
