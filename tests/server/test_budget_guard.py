@@ -125,3 +125,20 @@ def test_budget_updates_are_validated(guarded, raw) -> None:
     api.stop_study(s.id)
     with pytest.raises(ConflictError, match="stopped"):
         api.update_budget(s.id, trials=50)
+
+
+def test_a_failed_trial_refunds_its_trial_but_not_its_reported_cost(guarded) -> None:
+    """GPU time a failure burnt was spent: the cost budget counts it, even for a trial that
+    reported no loss (which ``budget.trials`` does not count)."""
+    api, _ = guarded
+    s = api.create_study(study_body(strategy={"name": "random"},
+                                    budget={"trials": 10, "cost": 5.0}))
+    a = api.next_trial("broken", study_id=s.id)
+    api.fail_trial(a.trial_id, "CUDA out of memory", cost=3.0)
+    after = api.get_study(s.id)
+    assert after.trials_run == after.counts["queued"] and after.cost_spent == 3.0
+    b = api.next_trial("broken", study_id=s.id)
+    api.fail_trial(b.trial_id, "CUDA out of memory", cost=2.5)
+    spent = api.get_study(s.id)
+    assert spent.cost_spent == 5.5 and spent.state == "completed"
+    assert api.next_trial("ok", study_id=s.id) is None
