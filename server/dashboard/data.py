@@ -1,9 +1,10 @@
-"""Everything the study page draws, in one JSON document.
+"""Everything the dashboard draws: one JSON document per study page, one for the list.
 
-The page polls this while trials run, so it is built from the database (the source of
+The pages poll these while trials run, so they are built from the database (the source of
 truth) and the cached surrogate in one pass: one GP prediction call answers the
 recommendation's and the uniform mixture's predicted objectives, the per-domain slices and
-the progress curve.
+the progress curve. The list never fits a surrogate: it shows the recommendation a study
+page (or ``GET /studies/{id}/recommendation``) last computed, or nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mfms_bo.errors import MFMSError
 from mfms_bo.space import SearchSpace
 from mfms_client.schemas import PredictRequest, TrialPublic
 from server import storage
@@ -21,9 +23,11 @@ from server.api.views import trial_public
 from server.db import Database
 from server.errors import NotFound
 from server.insights import Insights
+from server.models import TrialState
 from server.study_cache import StudyCache
 
-__all__ = ["study_dashboard", "history_csv", "SLICE_POINTS", "MAX_SLICED_DOMAINS"]
+__all__ = ["study_dashboard", "studies_overview", "spend_by_fidelity", "trial_cost",
+           "history_csv", "SLICE_POINTS", "MAX_SLICED_DOMAINS"]
 
 SLICE_POINTS = 15
 MAX_SLICED_DOMAINS = 16  # beyond this, slice the domains with the largest recommended weight
@@ -57,6 +61,7 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
         "target": {"model_size": space.fidelities.target_model_size,
                    "steps": space.fidelities.target_steps},
         "trials": [t.model_dump(mode="json") for t in trials],
+        "spend": spend_by_fidelity(trials),
         "uniform": uniform,
         "recommendation": None, "uniform_prediction": None, "slices": [], "progress": [],
     }
@@ -87,6 +92,60 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
     predicted = {t.id: preds[i + j]["predicted_objective"] for j, t in enumerate(completed)}
     out["progress"] = _progress(finished, predicted)
     return out
+
+
+def studies_overview(db: Database, insights: Insights, studies: StudyCache
+                     ) -> list[dict[str, Any]]:
+    """Every study with what compares them: state, trials, spend, budget, target, and the
+    best predicted target objective (``best``: the recommendation last computed in this
+    process, with the number of trials it used; ``None`` where none was). Nothing is fitted
+    here: the list is polled, and one GP fit per study per poll would not scale."""
+    with db.session() as s:
+        rows = storage.list_studies(s)
+        ids = [st.id for st in rows]
+        counts, costs = storage.study_counts(s, ids), storage.study_costs(s, ids)
+        stored = [(st.id, dict(st.config), int(st.seed)) for st in rows]
+        out = [{"id": st.id, "name": st.name, "state": st.state,
+                "strategy": (st.config.get("strategy") or {}).get("name", "mfms-bo"),
+                "counts": counts[st.id], "cost_spent": costs[st.id],
+                "trials_run": storage.trials_run(s, st.id),
+                "budget": st.config.get("budget")} for st in rows]
+    for row, (study_id, config, seed) in zip(out, stored, strict=True):
+        row["target"], row["best"] = _target_and_best(insights, studies, study_id, config,
+                                                      seed)
+    return out
+
+
+def trial_cost(trial: TrialPublic) -> float:
+    """What a trial spent, as ``cost_spent`` counts it: its reported cost (a failed trial
+    may report one), else the last cost reported with a measurement (a running or lost
+    trial), else 0; imported trials ran elsewhere and spent nothing here."""
+    if trial.source == "import":
+        return 0.0
+    if trial.cost is not None:
+        return float(trial.cost)
+    reported = [m.cost for m in trial.measurements if m.cost is not None]
+    return float(max(reported)) if reported else 0.0
+
+
+def spend_by_fidelity(trials: list[TrialPublic]) -> dict[str, Any]:
+    """Cost and trial counts per (model size, steps), cancelled trials left out (they never
+    ran). ``cells`` are sorted by size then steps, each with its trials' ids and a count
+    per state; ``total`` is their cost summed, which equals the study's ``cost_spent``."""
+    cells: dict[tuple[float, int], dict[str, Any]] = {}
+    for t in trials:
+        if t.state == TrialState.CANCELLED.value:
+            continue
+        c = cells.setdefault((t.model_size, t.steps), {
+            "model_size": t.model_size, "steps": t.steps, "cost": 0.0, "trials": 0,
+            "states": {}, "trial_ids": []})
+        c["cost"] += trial_cost(t)
+        c["trials"] += 1
+        c["states"][t.state] = c["states"].get(t.state, 0) + 1
+        c["trial_ids"].append(t.id)
+    ordered = [cells[k] for k in sorted(cells)]
+    return {"cells": ordered, "total": sum(c["cost"] for c in ordered),
+            "model_sizes": sorted({k[0] for k in cells}), "steps": sorted({k[1] for k in cells})}
 
 
 def history_csv(trials: list[TrialPublic], domains: list[str]) -> str:
@@ -137,6 +196,24 @@ class _SafeWriter:
     def writerow(self, row: list[Any]) -> None:
         self._writer.writerow([_cell(v) for v in row])
 
+
+
+def _target_and_best(insights: Insights, studies: StudyCache, study_id: int,
+                     config: dict[str, Any], seed: int
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The study's target fidelity and its last recommendation, or None for either; a
+    stored config this version no longer parses still lists its study, with neither."""
+    try:
+        fid = studies.study(study_id, config, seed).config.space.fidelities
+        rec = insights.last_recommendation(study_id, config, seed)
+    except MFMSError:
+        return None, None
+    target = {"model_size": fid.target_model_size, "steps": fid.target_steps}
+    if rec is None:
+        return target, None
+    return target, {"predicted_objective": rec.predicted_objective,
+                    "interval": list(rec.interval) if rec.interval else None,
+                    "trials_used": rec.trials_used}
 
 
 def _iso(value: Any) -> str:

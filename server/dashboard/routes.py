@@ -5,6 +5,9 @@ the bearer token the user typed in when reads are protected, and writes every na
 ``textContent``, so a study or domain called ``<script>`` is shown, never run. Plotly's
 JavaScript comes from the ``plotly`` Python package installed with the project: the
 dashboard works offline.
+
+The pages change studies (pause, resume, stop, budget) through the API's own admin routes,
+with the admin token the user types in; nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from server import storage
 from server.api.deps import DbDep, InsightsDep, ReadAuth, StudiesDep, StudyId
 from server.api.views import trial_public
-from server.dashboard.data import history_csv, study_dashboard
+from server.dashboard.data import history_csv, studies_overview, study_dashboard
 from server.errors import NotFound
 
 __all__ = ["router"]
@@ -55,6 +58,15 @@ def static_file(name: str) -> Response:
     if name not in _STATIC:
         raise NotFound(f"no static file {name!r}")
     return FileResponse(_HERE / "static" / name, media_type=_STATIC[name])
+
+
+@router.get("/dashboard/studies", dependencies=[ReadAuth])
+def studies_data(db: DbDep, insights: InsightsDep, studies: StudiesDep) -> Response:
+    """Every study with its state, trials, spend, budget, target and best predicted target
+    objective (the last recommendation computed; null where none was): the list page."""
+    data = {"studies": studies_overview(db, insights, studies)}
+    return Response(json.dumps(data, allow_nan=False, default=str),
+                    media_type="application/json")
 
 
 @router.get("/studies/{study_id}/dashboard", dependencies=[ReadAuth])
