@@ -25,7 +25,7 @@ DOMAINS = ("code", "web", "books")
 JSON = {"content-type": "application/json"}
 READS = ("/studies", "/studies/{sid}", "/studies/{sid}/trials", "/studies/{sid}/export",
          "/studies/{sid}/history.json", "/studies/{sid}/dashboard",
-         "/studies/{sid}/recommendation", "/trials/{tid}")
+         "/studies/{sid}/recommendation", "/trials/{tid}", "/dashboard/studies")
 
 
 def _strict(text: str) -> object:
