@@ -33,9 +33,13 @@ browser:
 	    echo "could not install chromium: the dashboard browser test will be skipped"; \
 	  else echo "chromium is not installed (needs root and apt-get): the dashboard browser test will be skipped"; fi; }
 
+# Two test processes: the suite is sized for a 2-core machine (its load and fault tests
+# share it with the servers and workers they start), and two halve its wall time there.
+TEST_PROCESSES ?= 2
+
 test: $(PEERS) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
 
 bench-quick: $(PEERS)
 	$(BIN)/mfms bench --suite standard --quick --json bench/results/quick.json \

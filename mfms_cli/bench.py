@@ -8,12 +8,14 @@ import json
 import time
 from pathlib import Path
 
-from mfms_bo.strategies import STRATEGIES
-
 __all__ = ["add_bench_command"]
 
 _GP_STRATEGIES = ("mfms-bo", "mf-bo", "sf-bo")
-_ALL_STRATEGIES = [*_GP_STRATEGIES, *(s for s in STRATEGIES if s not in _GP_STRATEGIES)]
+# Spelled out rather than read from ``mfms_bo.strategies.STRATEGIES``: importing that loads
+# torch and BoTorch, seconds that every ``mfms`` call (worker, study, db) would pay just to
+# build the parser. tests/mfms_cli/test_bench.py keeps the two lists equal.
+_ALL_STRATEGIES = [*_GP_STRATEGIES, "random", "hyperband", "uniform", "screen", "regmix", "tpe",
+                   "dehb"]
 # Strategies that run through an optional package (the `peers` extra).
 _NEEDS = {"regmix": "lightgbm", "tpe": "optuna", "dehb": "dehb"}
 

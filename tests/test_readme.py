@@ -31,7 +31,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -555,31 +554,15 @@ def test_data_commands(workspace: Workspace) -> None:
         assert (ws.root / "data" / domain).is_dir(), domain
 
 
-PG_ADMIN_URL = os.environ.get("MFMS_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
 
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database (``mfms serve --upgrade`` creates the schema)."""
-    if os.environ.get("MFMS_TEST_SKIP_POSTGRES") == "1":
-        pytest.skip("MFMS_TEST_SKIP_POSTGRES=1")
-    from sqlalchemy import create_engine, text
+    from tests.postgres import empty_postgres_database
 
-    name = f"mfms_readme_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # any failure means no PostgreSQL
-        pytest.fail(f"PostgreSQL unreachable at {PG_ADMIN_URL} ({exc!r}); start it or set "
-                    "MFMS_TEST_SKIP_POSTGRES=1", pytrace=False)
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0].replace("+psycopg", "") + "/" + name
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with empty_postgres_database("mfms_readme") as url:
+        # the README's form of the URL: plain postgresql://, as a user would write it
+        yield url.replace("+psycopg", "")
 
 
 def test_postgresql_server_with_two_tokens(workspace: Workspace, pg_database: str) -> None:

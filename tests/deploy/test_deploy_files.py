@@ -236,7 +236,8 @@ def test_compose_database_url_where_it_is_needed(compose: dict, parse) -> None:
             assert url.path == "/" + pg_env["POSTGRES_DB"]
         else:  # workers talk HTTP only: no database credentials in their containers
             assert "MFMS_DATABASE_URL" not in env, name
-        assert "MFMS_API_TOKEN" in env, f"{name}: the token is not passed through"
+        token = "MFMS_ADMIN_TOKEN" if _sub(args) in ("serve", "db") else "MFMS_WORKER_TOKEN"
+        assert token in env, f"{name}: {token} is not passed through"
 
 
 def test_compose_workers_point_at_the_server(compose: dict, parse) -> None:
@@ -365,6 +366,11 @@ def test_k8s_server_deployment_and_service(k8s: dict, parse) -> None:
         names = {e["name"]: e for e in c["env"]}
         ref = names["MFMS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert (ref["name"], ref["key"]) == ("mfms-server", "database-url")
+    secrets = {name: doc for name, doc in k8s.items() if name.startswith("Secret/")}
+    env = {e["name"]: e for e in server["env"]}
+    for var in ("MFMS_ADMIN_TOKEN", "MFMS_WORKER_TOKEN"):  # the server checks both tokens
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in secrets[f"Secret/{ref['name']}"]["stringData"], var
     assert server["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True
     service = k8s["Service/mfms"]
@@ -385,7 +391,7 @@ def test_k8s_worker_job_one_gpu_per_pod(k8s: dict, parse) -> None:
     assert args.server == "http://mfms:8000" and args.study == 1
     env = {e["name"]: e for e in worker["env"]}
     secrets = {name: doc for name, doc in k8s.items() if name.startswith("Secret/")}
-    for var in ("MFMS_SERVER_URL", "MFMS_API_TOKEN"):
+    for var in ("MFMS_SERVER_URL", "MFMS_WORKER_TOKEN"):
         ref = env[var]["valueFrom"]["secretKeyRef"]
         assert ref["key"] in secrets[f"Secret/{ref['name']}"]["stringData"], var
     assert "MFMS_DATABASE_URL" not in env

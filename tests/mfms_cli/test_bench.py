@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from mfms_bo.bench.suites import suite_problems
 from mfms_cli.main import main
 from tests.mfms_bo.bench.test_harness import PROBLEM_SRC
+
+
+def test_bench_lists_every_strategy_without_importing_torch():
+    """The CLI spells the strategy names out so that building its parser stays torch-free
+    (``mfms worker`` or ``mfms study`` start in well under a second); the list must still be
+    the library's."""
+    from mfms_bo.strategies import STRATEGIES
+    from mfms_cli.bench import _ALL_STRATEGIES
+
+    assert sorted(_ALL_STRATEGIES) == sorted(STRATEGIES)
+    code = ("import sys, mfms_cli.main as m; m.build_parser(); "
+            "print(sorted(k for k in ('torch', 'botorch', 'sqlalchemy', 'fastapi') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_suites():

@@ -8,7 +8,6 @@ it, and silently skipping would hide exactly the bugs these tests exist for. Set
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -23,34 +22,19 @@ from mfms_client.client import MFMSClient
 from server import migrate
 from server.app import create_app
 from server.config import Settings
+from tests.postgres import empty_postgres_database
 
 torch.set_num_threads(1)
 
-PG_ADMIN_URL = os.environ.get("MFMS_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-SKIP_PG = os.environ.get("MFMS_TEST_SKIP_POSTGRES") == "1"
 TABLES = ("measurements", "trials", "workers", "studies")
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to head."""
-    if SKIP_PG:
-        pytest.skip("MFMS_TEST_SKIP_POSTGRES=1")
-    name = f"mfms_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # any failure means no PostgreSQL
-        pytest.fail(f"PostgreSQL unreachable at {PG_ADMIN_URL} ({exc!r}); start it or set "
-                    "MFMS_TEST_SKIP_POSTGRES=1", pytrace=False)
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    migrate.upgrade(url)
-    yield url
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_postgres_database("mfms_test") as url:
+        migrate.upgrade(url)
+        yield url
 
 
 def _truncate(url: str) -> None:

@@ -81,21 +81,14 @@ def test_an_empty_postgresql_database_needs_an_explicit_upgrade(pg_url: str) -> 
     """Only the embedded SQLite default creates its own schema: a PostgreSQL database is
     shared and backed up, so an empty one is refused with the command to run, and
     ``--upgrade`` (auto_upgrade) creates the schema."""
-    import uuid
-
     import pytest
     from fastapi.testclient import TestClient
-    from sqlalchemy import create_engine, text
 
     from server.app import create_app
-    from tests.server.conftest import PG_ADMIN_URL, make_settings
+    from tests.postgres import empty_postgres_database
+    from tests.server.conftest import make_settings
 
-    name = f"mfms_empty_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_url.rsplit("/", 1)[0] + "/" + name
-    try:
+    with empty_postgres_database("mfms_empty") as url:
         with pytest.raises(RuntimeError, match="mfms db upgrade"), \
                 TestClient(create_app(make_settings(url))):
             pass
@@ -103,7 +96,3 @@ def test_an_empty_postgresql_database_needs_an_explicit_upgrade(pg_url: str) -> 
         with TestClient(create_app(make_settings(url, auto_upgrade=True))) as http:
             assert http.get("/studies").json()["studies"] == []
         assert migrate.current_revision(url) == migrate.head_revision()
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
