@@ -26,6 +26,7 @@ import httpx
 from pydantic import BaseModel
 
 from mfms_client.schemas import (
+    TRIALS_PAGE_LIMIT,
     Health,
     HeartbeatResponse,
     MeasurementPublic,
@@ -221,22 +222,20 @@ class MFMSClient:
                              else dict(value) if key in ("metadata", "online") else value)
         return self._post(f"/studies/{study_id}/trials", TrialPublic, body)
 
-    def list_trials(self, study_id: int, state: str | None = None, page_size: int = 1000
-                    ) -> list[TrialPublic]:
-        """Every trial of the study (optionally in one state), fetched a page at a time."""
+    def list_trials(self, study_id: int, state: str | Sequence[str] | None = None,
+                    page_size: int = TRIALS_PAGE_LIMIT) -> list[TrialPublic]:
+        """Every trial of the study (optionally in some states), in id order, fetched a page
+        at a time by following ``next_cursor``: no response holds a whole large study."""
         out: list[TrialPublic] = []
-        after: int | None = None
+        params: dict[str, Any] = {"limit": page_size}
+        if state:
+            params["state"] = state if isinstance(state, str) else ",".join(state)
         while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if state:
-                params["state"] = state
-            if after is not None:
-                params["after"] = after
-            page = self._get(f"/studies/{study_id}/trials", TrialList, params)
+            page = self._get(f"/studies/{study_id}/trials", TrialList, dict(params))
             out += page.trials
             if page.next_cursor is None:
                 return out
-            after = page.next_cursor
+            params["cursor"] = page.next_cursor
 
     def get_trial(self, trial_id: int) -> TrialPublic:
         return self._get(f"/trials/{trial_id}", TrialPublic)

@@ -461,10 +461,15 @@ class TrialPublic(BaseModel):
         None, description="the online-mixing summary the worker completed the trial with")
 
 
+TRIALS_PAGE_LIMIT = 1000  # GET /studies/{id}/trials: the default and largest page
+
+
 class TrialList(BaseModel):
+    """One page of a study's trials, in id order."""
+
     trials: list[TrialPublic]
-    next_cursor: int | None = Field(
-        None, description="pass as `after` for the next page; null on the last page")
+    next_cursor: str | None = Field(
+        None, description="opaque: pass as `cursor` for the next page; null on the last page")
 
 
 class RecommendationPublic(BaseModel):

@@ -255,26 +255,3 @@ def test_list_trials_filters_by_state(api: MFMSClient, raw) -> None:
     assert len(api.list_trials(s.id, state="completed")) == 1
     assert len(api.list_trials(s.id, state="running")) == 1
     assert raw.get(f"/studies/{s.id}/trials", params={"state": "bogus"}).status_code == 422
-
-
-def test_list_trials_pages_by_cursor(api: MFMSClient, raw) -> None:
-    """Pages of ``limit`` trials in id order, each ending with the cursor of the next; the
-    client walks them all, with and without a state filter."""
-    s = api.create_study(study_body(strategy={"name": "random"}))
-    ids = [api.enqueue_trial(s.id, {"code": 0.5, "web": 0.25, "books": 0.25}, 20e6, 1000).id
-           for _ in range(5)]
-    api.next_trial("w", study_id=s.id)
-    url = f"/studies/{s.id}/trials"
-    first = raw.get(url, params={"limit": 2}).json()
-    assert [t["id"] for t in first["trials"]] == ids[:2]
-    assert first["next_cursor"] == ids[1]
-    second = raw.get(url, params={"limit": 2, "after": first["next_cursor"]}).json()
-    assert [t["id"] for t in second["trials"]] == ids[2:4]
-    last = raw.get(url, params={"limit": 2, "after": second["next_cursor"]}).json()
-    assert [t["id"] for t in last["trials"]] == ids[4:] and last["next_cursor"] is None
-    assert raw.get(url).json()["next_cursor"] is None  # no limit: every trial, one page
-    assert [t.id for t in api.list_trials(s.id, page_size=2)] == ids
-    assert [t.id for t in api.list_trials(s.id, state="queued", page_size=1)] == ids[1:]
-    for bad in ({"limit": 0}, {"limit": 10_001}, {"after": -1}):
-        r = raw.get(url, params=bad)
-        assert r.status_code == 422, bad

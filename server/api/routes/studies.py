@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Body, Query, status
 
+from mfms_bo.errors import ValidationError
 from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement, TrialSpec
 from mfms_client.schemas import (
+    TRIALS_PAGE_LIMIT,
     PredictRequest,
     PredictResponse,
     RecommendationPublic,
@@ -21,7 +24,7 @@ from mfms_client.schemas import (
     TrialList,
     TrialPublic,
 )
-from server import storage, transfer
+from server import bulk, storage, transfer
 from server.api.deps import (
     AdminAuth,
     DbDep,
@@ -34,6 +37,7 @@ from server.api.deps import (
 from server.api.views import study_public, trial_public
 from server.checks import check_online
 from server.db import utcnow
+from server.models import TrialState
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 
@@ -158,23 +162,62 @@ def enqueue_trial(study_id: StudyId, body: TrialEnqueue, db: DbDep, maintainer: 
     return out
 
 
-TrialStateFilter = Literal["queued", "running", "completed", "failed", "abandoned", "cancelled"]
+def _states(given: list[str] | None) -> set[str] | None:
+    """``?state=a&state=b`` or ``?state=a,b`` as a set of trial states; 422 naming an
+    unknown one (a typo would otherwise list nothing, which reads as "no such trials")."""
+    if not given:
+        return None
+    known = [s.value for s in TrialState]
+    states = {part.strip() for item in given for part in item.split(",") if part.strip()}
+    unknown = sorted(states - set(known))
+    if unknown:
+        raise ValidationError(f"state: unknown trial state(s) {unknown}; expected any of "
+                              f"{', '.join(known)}")
+    return states or None
+
+
+def _cursor(last_id: int) -> str:
+    """Opaque to clients (so the ordering key can change without breaking them): the last
+    trial id of a page, URL-safe base64."""
+    return base64.urlsafe_b64encode(f"t{last_id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text[:1] != "t" or not text[1:].isdigit():
+            raise ValueError(text)
+        return int(text[1:])
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise ValidationError("cursor: not a cursor this server issued; pass a page's "
+                              "next_cursor unchanged") from None
 
 
 @router.get("/{study_id}/trials", response_model=TrialList, dependencies=[ReadAuth])
 def list_trials(study_id: StudyId, db: DbDep,
-                state: TrialStateFilter | None = Query(None),  # noqa: B008
-                limit: int | None = Query(None, ge=1, le=10_000,
-                                          description="page size (default: every trial)"),
-                after: int | None = Query(None, ge=0,
-                                          description="cursor: the previous page's "
-                                                      "next_cursor")) -> TrialList:
+                state: list[str] | None = Query(  # noqa: B008
+                    None, description="only trials in these states: repeat the parameter "
+                                      "or separate them with commas (queued, running, "
+                                      "completed, failed, abandoned, cancelled)"),
+                limit: int = Query(TRIALS_PAGE_LIMIT, ge=1, le=TRIALS_PAGE_LIMIT,
+                                   description="page size (default and largest: "
+                                               f"{TRIALS_PAGE_LIMIT})"),
+                cursor: str | None = Query(None, max_length=100,
+                                           description="the previous page's next_cursor")
+                ) -> TrialList:
+    """A study's trials in id order, a page at a time: follow ``next_cursor`` until it is
+    null. Pages are keyed on the trial id, so a trial created while a client walks them
+    shows up once, on a later page."""
+    states, after = _states(state), _after(cursor)
     with db.session() as s:
         storage.get_study(s, study_id)
-        rows = storage.list_trials(s, study_id, state, after=after, limit=limit)
-        more = limit is not None and len(rows) == limit
-        return TrialList(trials=[trial_public(t) for t in rows],
-                         next_cursor=rows[-1].id if more else None)
+        rows = bulk.trial_records(s, study_id, states, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return TrialList(trials=[trial_public(t) for t in rows],  # type: ignore[arg-type]
+                     next_cursor=_cursor(rows[-1].id) if more else None)
 
 
 @router.get("/{study_id}/recommendation", response_model=RecommendationPublic,
