@@ -71,7 +71,7 @@ def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
     """``mfms db export|backup|import``: studies as JSON documents (server/transfer.py)."""
     from mfms_bo import limits
     from mfms_bo.errors import MFMSError
-    from server import migrate, transfer
+    from server import migrate, storage, transfer
     from server.db import Database
     from server.errors import ServiceError
 
@@ -98,24 +98,35 @@ def _cmd_db_transfer(args: argparse.Namespace, url: str) -> int:
                         f"{limits.MAX_NESTING} levels)") from None
             with db.session() as s:
                 studies = transfer.import_document(s, doc, args.name)
-                done = [(st.id, st.name, len(st.trials)) for st in studies]
-            for sid, name, n in done:
-                print(f"imported study {name!r} as id {sid} ({n} trials)")
+                done = [(st.id, st.name) for st in studies]
+            with db.session() as s:
+                counts = storage.study_counts(s, [sid for sid, _ in done])
+            for sid, name in done:
+                print(f"imported study {name!r} as id {sid} ({sum(counts[sid].values())} "
+                      "trials)")
             return 0
-        with db.session() as s:
+        with db.session() as s:  # streamed: a batch of trials in memory at a time
             if args.action == "export":
-                doc = transfer.export_study(s, transfer.find_study(s, args.study).id)
+                pieces = transfer.iter_export_study(
+                    s, transfer.find_study(s, args.study).id, indent=1, ensure_ascii=True)
+                n = 1
             else:
-                doc = transfer.export_backup(s)
-        text = json.dumps(doc, indent=1) + "\n"
-        if args.output in (None, "-"):
-            sys.stdout.write(text)
-        else:
-            tmp = f"{args.output}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, args.output)  # a crash never leaves half a backup behind
-            n = len(doc["studies"]) if args.action == "backup" else 1
+                n = len(storage.list_studies(s))
+                pieces = transfer.iter_export_backup(s, indent=1, ensure_ascii=True)
+            if args.output in (None, "-"):
+                sys.stdout.writelines(pieces)
+                sys.stdout.write("\n")
+            else:
+                tmp = f"{args.output}.tmp-{os.getpid()}"
+                try:
+                    with open(tmp, "w") as f:
+                        f.writelines(pieces)
+                        f.write("\n")
+                    os.replace(tmp, args.output)  # a crash never leaves half a backup behind
+                finally:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+        if args.output not in (None, "-"):
             print(f"wrote {n} stud{'y' if n == 1 else 'ies'} to {args.output}", file=sys.stderr)
         return 0
     except (ServiceError, MFMSError, OSError, ValueError) as exc:

@@ -129,8 +129,8 @@ def insert_trials(session: Session, trials: Sequence[dict[str, Any]]) -> list[in
     ids: list[int] = []
     for lo in range(0, len(trials), BATCH):
         chunk = trials[lo:lo + BATCH]
-        rows = [{k: v for k, v in t.items() if k not in ("measurements", "retry_of_index")}
-                for t in chunk]
+        rows = [{**{k: v for k, v in t.items() if k not in ("measurements", "retry_of_index")},
+                 "retry_of": None} for t in chunk]
         new = session.execute(
             insert(_TRIALS).returning(_TRIALS.c.id, sort_by_parameter_order=True), rows
         ).scalars().all()

@@ -40,12 +40,15 @@ before the first row is inserted.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from mfms_bo import limits
 from mfms_bo.errors import ValidationError as MFMSValidationError
@@ -53,15 +56,16 @@ from mfms_bo.space import MixtureSpace
 from mfms_bo.study import StudyConfig
 from mfms_bo.trials import objective_of
 from mfms_client.schemas import StrictInput, StudyCreate, error_field
+from server.bulk import MeasurementRecord, TrialRecord, insert_trials, iter_trial_records
 from server.checks import check_online, check_storable
 from server.db import utcnow
 from server.errors import Conflict, NotFound
-from server.models import Measurement, Study, StudyState, Trial, TrialState
+from server.models import Study, StudyState, TrialState
 from server.storage import check_checkpoints
 
-__all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "export_study", "export_backup",
-           "import_study", "import_backup", "import_document", "find_study",
-           "InvalidDocument"]
+__all__ = ["FORMAT", "BACKUP_FORMAT", "VERSION", "iter_export_study", "iter_export_backup",
+           "export_study", "export_backup", "import_study", "import_backup",
+           "import_document", "find_study", "InvalidDocument"]
 
 FORMAT, BACKUP_FORMAT, VERSION = "mfms-study", "mfms-backup", 1
 RUNNING_ON_IMPORT = ("imported while running: its lease belonged to the exporting server "
@@ -73,17 +77,77 @@ class InvalidDocument(MFMSValidationError):
 
 
 # -- export ----------------------------------------------------------------------------------
+# Written as it is read: trials come from the database a batch at a time
+# (``bulk.iter_trial_records``) and leave as JSON text, so a 10,000-trial study never sits in
+# memory whole, as rows, as dicts or as text. The text is what ``json.dumps`` writes for the
+# whole document with the same options (tests/server/test_large_study.py holds the two equal).
+_FLUSH_CHARS = 1 << 16  # text handed on in pieces of about this size
+
+
+class _Array:
+    """A JSON array whose items are produced while it is written."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self.items = items
+
+
+def _lazy(value: Any) -> bool:
+    return isinstance(value, _Array) or (isinstance(value, dict)
+                                         and any(_lazy(v) for v in value.values()))
+
+
+def _chunks(value: Any, indent: int | None, ascii_only: bool, level: int = 0
+            ) -> Iterator[str]:
+    """``json.dumps(value, indent=indent, ensure_ascii=ascii_only, allow_nan=False)`` (with
+    ``separators=(",", ":")`` when ``indent`` is None) in pieces, ``_Array`` values written
+    as the arrays they stand for."""
+    if not _lazy(value):
+        text = json.dumps(value, indent=indent, ensure_ascii=ascii_only, allow_nan=False,
+                          separators=None if indent is not None else (",", ":"))
+        yield text if not indent or not level else text.replace("\n", "\n" + " " * (indent * level))
+        return
+    inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
+    outer = "" if indent is None else "\n" + " " * (indent * level)
+    if isinstance(value, _Array):
+        n = 0
+        yield "["
+        for item in value.items:
+            yield ("," if n else "") + inner
+            yield from _chunks(item, indent, ascii_only, level + 1)
+            n += 1
+        yield (outer if n else "") + "]"
+        return
+    colon = ":" if indent is None else ": "
+    for n, (key, item) in enumerate(value.items()):
+        yield ("{" if n == 0 else ",") + inner + json.dumps(key, ensure_ascii=ascii_only) + colon
+        yield from _chunks(item, indent, ascii_only, level + 1)
+    yield outer + "}"
+
+
+def _buffered(pieces: Iterable[str]) -> Iterator[str]:
+    buf: list[str] = []
+    size = 0
+    for piece in pieces:
+        buf.append(piece)
+        size += len(piece)
+        if size >= _FLUSH_CHARS:
+            yield "".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield "".join(buf)
+
+
 def _when(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _measurement_doc(m: Measurement) -> dict[str, Any]:
+def _measurement_doc(m: MeasurementRecord) -> dict[str, Any]:
     return {"step": int(m.step), "losses": dict(m.losses), "objective": m.objective,
             "cost": m.cost, "proportions": None if m.proportions is None else dict(m.proportions),
             "created_at": _when(m.created_at)}
 
 
-def _trial_doc(t: Trial, index_of: dict[int, int]) -> dict[str, Any]:
+def _trial_doc(t: TrialRecord, index_of: dict[int, int]) -> dict[str, Any]:
     return {
         "state": t.state, "source": t.source, "priority": int(t.priority),
         "mixture": dict(t.mixture), "model_size": float(t.model_size), "steps": int(t.steps),
@@ -100,33 +164,66 @@ def _trial_doc(t: Trial, index_of: dict[int, int]) -> dict[str, Any]:
     }
 
 
+def _trial_docs(session: Session, study_id: int) -> Iterator[dict[str, Any]]:
+    """The study's trials in creation (id) order; ``retry_of`` becomes the retried trial's
+    position, always an earlier one (a retry is created after the trial it retries)."""
+    index_of: dict[int, int] = {}
+    for batch in iter_trial_records(session, study_id):
+        for t in batch:
+            doc = _trial_doc(t, index_of)
+            index_of[t.id] = len(index_of)
+            yield doc
+
+
 def _study_doc(session: Session, study: Study) -> dict[str, Any]:
-    trials = list(session.scalars(
-        select(Trial).where(Trial.study_id == study.id).order_by(Trial.id)
-        .options(selectinload(Trial.measurements))))
-    index_of = {t.id: i for i, t in enumerate(trials)}
     return {
         "study": {"name": study.name, "state": study.state, "seed": int(study.seed),
                   "config": dict(study.config), "created_at": _when(study.created_at)},
-        "trials": [_trial_doc(t, index_of) for t in trials],
+        "trials": _Array(_trial_docs(session, study.id)),
     }
 
 
-def export_study(session: Session, study_id: int) -> dict[str, Any]:
-    """The study (404 if unknown) as a ``mfms-study`` version 1 document (plain JSON)."""
+def _get(session: Session, study_id: int) -> Study:
     study = session.get(Study, study_id)
     if study is None:
         raise NotFound(f"study {study_id} not found")
-    return {"format": FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
-            **_study_doc(session, study)}
+    return study
+
+
+def iter_export_study(session: Session, study_id: int, *, indent: int | None = None,
+                      ensure_ascii: bool = False) -> Iterator[str]:
+    """The study (404 if unknown, raised before the first piece) as a ``mfms-study``
+    version 1 document, in pieces of JSON text to write out as they come. Compact by
+    default, as ``GET /studies/{id}/export`` sends it; ``indent`` as ``json.dumps``'s."""
+    study = _get(session, study_id)
+    doc = {"format": FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
+           **_study_doc(session, study)}
+    return _buffered(_chunks(doc, indent, ensure_ascii))
+
+
+def iter_export_backup(session: Session, *, indent: int | None = None,
+                       ensure_ascii: bool = False) -> Iterator[str]:
+    """Every study, oldest first, as one ``mfms-backup`` document, in pieces."""
+    ids = list(session.scalars(select(Study.id).order_by(Study.id)))
+
+    def studies() -> Iterator[dict[str, Any]]:
+        for study_id in ids:
+            yield {"format": FORMAT, "version": VERSION,
+                   **_study_doc(session, _get(session, study_id))}
+
+    doc = {"format": BACKUP_FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
+           "studies": _Array(studies())}
+    return _buffered(_chunks(doc, indent, ensure_ascii))
+
+
+def export_study(session: Session, study_id: int) -> dict[str, Any]:
+    """:func:`iter_export_study` read back into one dict (for small studies and tests)."""
+    return json.loads("".join(iter_export_study(session, study_id)))
 
 
 def export_backup(session: Session) -> dict[str, Any]:
-    """Every study, oldest first, as one ``mfms-backup`` document."""
-    studies = list(session.scalars(select(Study).order_by(Study.id)))
-    return {"format": BACKUP_FORMAT, "version": VERSION, "exported_at": _when(utcnow()),
-            "studies": [{"format": FORMAT, "version": VERSION, **_study_doc(session, s)}
-                        for s in studies]}
+    """:func:`iter_export_backup` read back into one dict."""
+    return json.loads("".join(iter_export_backup(session)))
 
 
 def find_study(session: Session, ref: str | int) -> Study:
@@ -199,19 +296,13 @@ class StudyPart(_Doc):
     created_at: datetime
 
 
-class StudyDoc(_Doc):
+class StudyHead(_Doc):
+    """The document less its ``trials``, which are read one at a time (:func:`_checked`)."""
+
     format: Literal["mfms-study"]
     version: Literal[1]
     exported_at: datetime | None = None
     study: StudyPart
-    trials: list[TrialDoc]
-
-    @model_validator(mode="after")
-    def _retries_point_back(self) -> StudyDoc:
-        for i, t in enumerate(self.trials):
-            if t.retry_of is not None and t.retry_of >= i:
-                raise ValueError(f"trials[{i}].retry_of: {t.retry_of} is not an earlier trial")
-        return self
 
 
 def _check_header(doc: Any, formats: tuple[str, ...]) -> str:
@@ -227,17 +318,23 @@ def _check_header(doc: Any, formats: tuple[str, ...]) -> str:
     return fmt
 
 
-def _parse(doc: Any, where: str = "") -> StudyDoc:
+def _parse(doc: Any, where: str = "") -> tuple[StudyHead, list[Any]]:
+    """The document's head, validated, and its trials as they are (checked one at a time
+    by :func:`_checked`, so no second full copy of the document is built)."""
     _check_header(doc, (FORMAT,))
     try:
-        return StudyDoc.model_validate(doc)
+        head = StudyHead.model_validate({k: v for k, v in doc.items() if k != "trials"})
     except ValidationError as exc:
         raise InvalidDocument(where + _first_error(exc)) from None
+    trials = doc.get("trials")
+    if not isinstance(trials, list):
+        raise InvalidDocument(f"{where}trials: expected a list of trials")
+    return head, trials
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, at: str = "") -> str:
     first = exc.errors()[0]
-    loc = error_field(first, prefix=())
+    loc = ".".join(p for p in (at, error_field(first, prefix=())) if p)
     msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
@@ -298,12 +395,44 @@ def _checked_trial(t: TrialDoc, config: StudyConfig) -> TrialDoc:
                                 "measurements": measurements})
 
 
-def _checked(session: Session, parsed: StudyDoc, name: str | None, where: str = ""
-             ) -> tuple[str, StudyDoc]:
-    """The study's name and its document with every trial checked as live input
-    (:func:`_checked_trial`); writes nothing. Raises InvalidDocument (422) naming the path
-    (``where`` + ``trials[3].mixture: ...``) or Conflict (409) for a taken name."""
-    part = parsed.study
+def _row(t: TrialDoc, now: datetime) -> dict[str, Any]:
+    """A checked trial as ``bulk.insert_trials`` writes it."""
+    state, fail_reason, finished_at = t.state.value, t.fail_reason, t.finished_at
+    lease = t.lease_expires_at
+    if t.state == TrialState.RUNNING:
+        state, fail_reason, finished_at = TrialState.ABANDONED.value, RUNNING_ON_IMPORT, now
+    if state != TrialState.RUNNING.value:
+        lease = None
+    return {"state": state, "source": t.source, "priority": t.priority,
+            "mixture": dict(t.mixture), "model_size": t.model_size, "steps": t.steps,
+            "checkpoints": list(t.checkpoints), "spec_metadata": dict(t.spec_metadata),
+            "attempt": t.attempt, "retry_of_index": t.retry_of, "worker_id": t.worker_id,
+            "created_at": t.created_at, "started_at": t.started_at,
+            "finished_at": finished_at, "heartbeat_at": t.heartbeat_at,
+            "lease_expires_at": lease, "cost": t.cost, "fail_reason": fail_reason,
+            "online_result": t.online_result,
+            "measurements": [{"step": m.step, "losses": dict(m.losses),
+                              "objective": m.objective, "cost": m.cost,
+                              "proportions": m.proportions, "created_at": m.created_at}
+                             for m in t.measurements]}
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A study document that passed every check, as the rows to insert."""
+
+    name: str
+    head: StudyHead
+    trials: list[dict[str, Any]]
+
+
+def _checked(session: Session, head: StudyHead, trials: list[Any], name: str | None,
+             where: str = "") -> _Checked:
+    """The study's name and its trials as rows, each checked as live input
+    (:func:`_checked_trial`) one at a time, so the rows are the only copy built beside the
+    document; writes nothing. Raises InvalidDocument (422) naming the path (``where`` +
+    ``trials[3].mixture: ...``) or Conflict (409) for a taken name."""
+    part = head.study
     if name is not None:
         check_storable(name, "name")
     name = name or part.name
@@ -319,50 +448,35 @@ def _checked(session: Session, parsed: StudyDoc, name: str | None, where: str = 
             check_online(create.domains, create.online, field="study.config.online")
     except MFMSValidationError as exc:
         raise InvalidDocument(f"{where}{exc}") from None
-    trials = []
-    for i, t in enumerate(parsed.trials):
+    now = utcnow()
+    rows = []
+    for i, raw in enumerate(trials):
         try:
-            trials.append(_checked_trial(t, study_config))
+            t = TrialDoc.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidDocument(where + _first_error(exc, f"trials.{i}")) from None
+        if t.retry_of is not None and t.retry_of >= i:
+            raise InvalidDocument(f"{where}trials[{i}].retry_of: {t.retry_of} is not an "
+                                  "earlier trial")
+        try:
+            rows.append(_row(_checked_trial(t, study_config), now))
         except MFMSValidationError as exc:
             raise InvalidDocument(f"{where}trials[{i}].{exc}") from None
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise Conflict(f"name: a study named {name!r} already exists; import it under "
                        "another name (mfms db import FILE --name NEW)")
-    return name, parsed.model_copy(update={"trials": trials})
+    return _Checked(name, head, rows)
 
 
-def _insert(session: Session, parsed: StudyDoc, name: str) -> Study:
-    """Write a document :func:`_checked` returned."""
-    part = parsed.study
-    study = Study(name=name, config=dict(part.config), state=part.state.value, seed=part.seed,
-                  created_at=part.created_at)
+def _insert(session: Session, checked: _Checked) -> Study:
+    """Write a document :func:`_checked` returned: the study, then its trials and
+    measurements by bulk inserts (new ids in the exported order)."""
+    part = checked.head.study
+    study = Study(name=checked.name, config=dict(part.config), state=part.state.value,
+                  seed=part.seed, created_at=part.created_at)
     session.add(study)
     session.flush()
-    now = utcnow()
-    ids: list[int] = []
-    for t in parsed.trials:
-        state, fail_reason, finished_at = t.state.value, t.fail_reason, t.finished_at
-        lease = t.lease_expires_at
-        if t.state == TrialState.RUNNING:
-            state, fail_reason, finished_at = TrialState.ABANDONED.value, RUNNING_ON_IMPORT, now
-        if state != TrialState.RUNNING.value:
-            lease = None
-        row = Trial(study_id=study.id, state=state, source=t.source, priority=t.priority,
-                    mixture=dict(t.mixture), model_size=t.model_size, steps=t.steps,
-                    checkpoints=list(t.checkpoints), spec_metadata=dict(t.spec_metadata),
-                    attempt=t.attempt,
-                    retry_of=None if t.retry_of is None else ids[t.retry_of],
-                    worker_id=t.worker_id, created_at=t.created_at, started_at=t.started_at,
-                    finished_at=finished_at, heartbeat_at=t.heartbeat_at,
-                    lease_expires_at=lease, cost=t.cost, fail_reason=fail_reason,
-                    online_result=t.online_result)
-        row.measurements = [
-            Measurement(step=m.step, losses=dict(m.losses), objective=m.objective,
-                        cost=m.cost, proportions=m.proportions, created_at=m.created_at)
-            for m in t.measurements]
-        session.add(row)
-        session.flush()  # one at a time: new ids keep the exported order
-        ids.append(row.id)
+    insert_trials(session, [{**t, "study_id": study.id} for t in checked.trials])
     return study
 
 
@@ -370,8 +484,7 @@ def import_study(session: Session, doc: Any, name: str | None = None) -> Study:
     """Recreate an exported study under new ids (see the module notes); 422 for a document
     this version cannot read or a value live input would refuse, 409 when the name is
     taken."""
-    checked_name, parsed = _checked(session, _parse(doc), name)
-    return _insert(session, parsed, checked_name)
+    return _insert(session, _checked(session, *_parse(doc), name))
 
 
 def import_backup(session: Session, doc: Any) -> list[Study]:
@@ -381,12 +494,13 @@ def import_backup(session: Session, doc: Any) -> list[Study]:
     if not isinstance(studies, list):
         raise InvalidDocument("studies: expected a list of study documents")
     parsed = [_parse(s, f"studies[{i}].") for i, s in enumerate(studies)]
-    names = [p.study.name for p in parsed]
+    names = [head.study.name for head, _ in parsed]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InvalidDocument(f"studies: names repeated in the backup: {dupes}")
-    checked = [_checked(session, p, None, f"studies[{i}].") for i, p in enumerate(parsed)]
-    return [_insert(session, p, n) for n, p in checked]
+    checked = [_checked(session, head, trials, None, f"studies[{i}].")
+               for i, (head, trials) in enumerate(parsed)]
+    return [_insert(session, c) for c in checked]
 
 
 def import_document(session: Session, doc: Any, name: str | None = None) -> list[Study]:

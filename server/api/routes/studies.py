@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Body, Query, status
+from fastapi.responses import StreamingResponse
 
 from mfms_bo.errors import ValidationError
 from mfms_bo.study import StudyConfig
@@ -97,12 +99,22 @@ def get_study(study_id: StudyId, db: DbDep) -> StudyPublic:
         return _public(s, storage.get_study(s, study_id))
 
 
-@router.get("/{study_id}/export", dependencies=[ReadAuth])
-def export_study(study_id: StudyId, db: DbDep) -> dict[str, Any]:
+@router.get("/{study_id}/export", dependencies=[ReadAuth], response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {"schema": {"type": "object"}}},
+                             "description": "the mfms-study document"}})
+def export_study(study_id: StudyId, db: DbDep) -> StreamingResponse:
     """The study, its trials and measurements as one versioned JSON document (the body
-    ``POST /studies/import`` takes, also written by ``mfms db export``)."""
+    ``POST /studies/import`` takes, also written by ``mfms db export``), streamed: trials
+    are read and written a batch at a time, so a study of any size costs the server one
+    batch of memory."""
     with db.session() as s:
-        return transfer.export_study(s, study_id)
+        storage.get_study(s, study_id)  # a 404 must come before the 200 starts
+
+    def body() -> Iterator[str]:
+        with db.session() as s:
+            yield from transfer.iter_export_study(s, study_id)
+
+    return StreamingResponse(body(), media_type="application/json")
 
 
 def _transition(study_id: int, action: str, db, maintainer) -> StudyPublic:
