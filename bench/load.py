@@ -204,8 +204,10 @@ async def _drive(port: int, study_id: int, workers: int, seconds: float) -> dict
     return out
 
 
-def _run(args: argparse.Namespace, source: Path, label: str) -> dict[str, Any]:
-    """One load run against the server of the checkout at ``source``; the measured row."""
+def _run(args: argparse.Namespace, source: Path, label: str, server_workers: int
+         ) -> dict[str, Any]:
+    """One load run against ``server_workers`` server processes of the checkout at
+    ``source``; the measured row."""
     url, cleanup = _fresh_database(args.database_url)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -223,7 +225,7 @@ def _run(args: argparse.Namespace, source: Path, label: str) -> dict[str, Any]:
         # itself and then drops the database.
         server = subprocess.Popen(
             [sys.executable, "-m", "mfms_cli", "serve", "--port", str(port), "--upgrade",
-             "--log-level", "warning", "--workers", str(args.server_workers)],
+             "--log-level", "warning", "--workers", str(server_workers)],
             env=env, cwd=source, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 120
@@ -260,7 +262,7 @@ def _run(args: argparse.Namespace, source: Path, label: str) -> dict[str, Any]:
             print(f"server log kept at {log_path}", file=sys.stderr)
         else:
             log_path.unlink(missing_ok=True)
-    return _row(label, res, stored)
+    return _row(f"{label} x{server_workers}", res, stored)
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -349,12 +351,14 @@ def _with_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     path = Path(tempfile.gettempdir()) / f"load-baseline-{sha[:12]}-{os.getpid()}"
     _git("worktree", "add", "--detach", str(path), sha)
     try:
-        baseline = _run(args, path, f"baseline {sha[:7]}")
+        baseline = _run(args, path, f"baseline {sha[:7]}",
+                        args.baseline_server_workers or args.server_workers)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
                        capture_output=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
-    current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}")
+    current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}",
+                   args.server_workers)
     return baseline, current
 
 
@@ -376,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-workers", type=int, default=1, help="server processes")
     ap.add_argument("--baseline", metavar="REF",
                     help="also run a checkout of this git commit first and print the ratios")
+    ap.add_argument("--baseline-server-workers", type=int, metavar="N",
+                    help="server processes for the baseline (default: --server-workers)")
     ap.add_argument("--json", default="bench/results/load.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -384,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         baseline, current = _with_baseline(args)
         rows, ratio = [baseline, current], ratios(baseline, current)
     else:
-        current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}")
+        current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}",
+                       args.server_workers)
         rows, baseline, ratio = [current], None, None
     dialect = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
-    print(f"load: {args.workers} workers, {args.server_workers} server process(es), "
-          f"{args.seconds:g} s, {dialect}, strategy {args.strategy}, k={args.domains}, "
-          f"{args.checkpoints} checkpoints per trial")
+    print(f"load: {args.workers} workers, {args.seconds:g} s, {dialect}, strategy "
+          f"{args.strategy}, k={args.domains}, {args.checkpoints} checkpoints per trial "
+          "(xN: server processes)")
     print(_format(rows, ratio))
     for r in rows:
         for e in r["errors"][:5]:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, ExceptionContext, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, ExceptionContext, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -121,6 +121,24 @@ class Database:
         try:
             with self._factory() as s, s.begin():
                 yield s
+        except (OperationalError, PoolTimeout) as exc:
+            raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable(f"database connection lost: {_first_line(exc)}") from exc
+            raise
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a Core connection, for the hot paths of the worker protocol
+        (a claim, a measurement): no ORM unit of work, identity map or attribute
+        instrumentation, and statements whose SQL text never varies, so psycopg prepares
+        them server-side after their fifth use on a connection. Commits, rolls back and
+        maps failures exactly as :meth:`session` does.
+        """
+        try:
+            with self.engine.begin() as conn:
+                yield conn
         except (OperationalError, PoolTimeout) as exc:
             raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
         except DBAPIError as exc:

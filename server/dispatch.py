@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Row, select
 
+from mfms_bo.study import StudyConfig
 from mfms_client.schemas import Capabilities
 from server import storage
 from server.config import Settings
 from server.db import Database, utcnow
 from server.errors import Conflict, NotFound
-from server.models import Study, StudyState, Trial
+from server.models import Study, StudyState
 from server.proposer import Proposer
 from server.study_cache import StudyCache
 
@@ -30,10 +30,12 @@ __all__ = ["next_trial", "Claim"]
 
 @dataclass(frozen=True)
 class Claim:
-    """A claimed trial (detached row) or the reason there is none."""
+    """A claimed trial (a row of :data:`storage.CLAIMED_COLUMNS`) and its study's config,
+    or the reason there is none."""
 
-    trial: Trial | None
+    trial: Row | None
     study_state: str | None = None  # for a worker pinned to one study: why no work
+    config: StudyConfig | None = None
 
 
 def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_id: str,
@@ -48,50 +50,66 @@ def next_trial(db: Database, proposer: Proposer, settings: Settings, *, worker_i
     max_model_size = caps_in.max_model_size
     caps = caps_in.model_dump(exclude_defaults=True)
     now = utcnow()
-    with db.session() as s:  # the fast path: one transaction
-        storage.touch_worker(s, worker_id=worker_id, capabilities=caps, now=now)
-        storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
-        allowed = _matching_studies(s, proposer.strategies, caps_in, study_id)
-        claim = _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
+    with db.connection() as conn:  # the fast path: one transaction on a Core connection
+        storage.touch_worker(conn, worker_id=worker_id, capabilities=caps, now=now)
+        expired = storage.any_expired(conn, now=now)
+        if not expired:
+            state, configs = _matching_studies(conn, proposer.strategies, caps_in, study_id)
+            claim = _claim_in(conn, settings, worker_id, study_id, max_model_size, configs,
+                              state)
+    if expired:  # rare: the ORM reaper re-queues lapsed trials before this claim
+        with db.session() as s:
+            storage.reap_expired(s, now=now, max_attempts=settings.max_attempts)
+        with db.connection() as conn:
+            state, configs = _matching_studies(conn, proposer.strategies, caps_in, study_id)
+            claim = _claim_in(conn, settings, worker_id, study_id, max_model_size, configs,
+                              state)
     if claim.trial is not None or (claim.study_state not in (None, StudyState.RUNNING.value)):
         return claim
     deadline = time.monotonic() + settings.next_trial_wait_seconds
     while True:
         busy = False
         for sid in _running_studies(db, study_id):
-            if sid not in allowed:
+            if sid not in configs:
                 continue  # a study this worker cannot run: propose nothing for it
             want = max(1, min(settings.queue_max, _idle(db, settings)))
             result = proposer.top_up(sid, want=want, max_model_size=max_model_size)
             busy |= result.busy
             if result.made:
-                claim = _claim(db, settings, worker_id, sid, max_model_size, allowed)
+                claim = _claim(db, settings, worker_id, sid, max_model_size, configs, state)
                 if claim.trial is not None:
                     return claim
-        claim = _claim(db, settings, worker_id, study_id, max_model_size, allowed)
+        claim = _claim(db, settings, worker_id, study_id, max_model_size, configs, state)
         if claim.trial is not None or not busy or time.monotonic() >= deadline:
             return claim
         time.sleep(0.2)
 
 
-def _matching_studies(s: Session, studies: StudyCache, caps: Capabilities,
-                      study_id: int | None) -> set[int]:
-    """The running studies a worker with ``caps`` can run. A simulator or a data folder
-    without a study's domain, or a worker without the backend or labels the study requires,
-    could only fail or fake its trials; matching here keeps it from spending the study's
-    budget. A worker pinned to ``study_id`` that does not match gets a 409 naming why."""
-    q = select(Study.id, Study.config, Study.seed).where(
-        Study.state == StudyState.RUNNING.value)
-    if study_id is not None:
-        q = q.where(Study.id == study_id)
-    out = set()
-    for sid, config, seed in s.execute(q):
-        why = mismatch(studies.study(sid, config, seed).config.space, config, caps)
+def _matching_studies(conn: Connection, studies: StudyCache, caps: Capabilities,
+                      study_id: int | None) -> tuple[str | None, dict[int, StudyConfig]]:
+    """The running studies a worker with ``caps`` can run, with their configs, and the
+    pinned study's state (None when not pinned). A simulator or a data folder without a
+    study's domain, or a worker without the backend or labels the study requires, could
+    only fail or fake its trials; matching here keeps it from spending the study's budget.
+    A worker pinned to ``study_id`` that does not match gets a 409 naming why.
+
+    Reads only each study's id, state and version (``updated_at``): configs come from the
+    per-process cache, re-read only when a study row changed."""
+    out: dict[int, StudyConfig] = {}
+    state = None
+    for sid, st, version in storage.running_studies(conn, study_id):
+        if study_id is not None:
+            state = st
+            if st != StudyState.RUNNING.value:
+                continue
+        entry = studies.at_version(sid, version,
+                                   lambda sid=sid: storage.study_config(conn, sid))
+        why = mismatch(entry.config.space, entry.raw, caps)
         if why is None:
-            out.add(sid)
+            out[sid] = entry.config
         elif study_id is not None:
             raise Conflict(f"this worker cannot run study {sid}: {why}")
-    return out
+    return state, out
 
 
 def mismatch(space: Any, config: dict[str, Any], caps: Capabilities) -> str | None:
@@ -118,18 +136,20 @@ def mismatch(space: Any, config: dict[str, Any], caps: Capabilities) -> str | No
 
 
 def _claim(db: Database, settings: Settings, worker_id: str, study_id: int | None,
-           max_model_size: float | None, allowed: set[int] | None = None) -> Claim:
-    with db.session() as s:
-        return _claim_in(s, settings, worker_id, study_id, max_model_size, allowed)
+           max_model_size: float | None, configs: dict[int, StudyConfig],
+           state: str | None) -> Claim:
+    with db.connection() as conn:
+        return _claim_in(conn, settings, worker_id, study_id, max_model_size, configs, state)
 
 
-def _claim_in(s: Session, settings: Settings, worker_id: str, study_id: int | None,
-              max_model_size: float | None, allowed: set[int] | None = None) -> Claim:
-    state = storage.get_study(s, study_id).state if study_id is not None else None
-    trial = storage.claim_trial(s, worker_id=worker_id, study_id=study_id,
-                                max_model_size=max_model_size, study_ids=allowed,
+def _claim_in(conn: Connection, settings: Settings, worker_id: str, study_id: int | None,
+              max_model_size: float | None, configs: dict[int, StudyConfig],
+              state: str | None) -> Claim:
+    """Claim among the studies in ``configs`` (those the worker matches)."""
+    trial = storage.claim_trial(conn, worker_id=worker_id, study_id=study_id,
+                                max_model_size=max_model_size, study_ids=configs.keys(),
                                 lease_seconds=settings.lease_seconds, now=utcnow())
-    return Claim(trial, state)
+    return Claim(trial, state, None if trial is None else configs[trial.study_id])
 
 
 def _running_studies(db: Database, study_id: int | None) -> list[int]:

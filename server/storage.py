@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -39,11 +40,25 @@ __all__ = [
     "idle_workers", "heartbeat", "add_measurement", "complete_trial", "fail_trial",
     "reap_expired", "enqueue_trial", "history_of", "queued_count", "acquire_proposer",
     "release_proposer", "insert_proposals", "final_objective_of", "check_checkpoints",
-    "record_proposal",
+    "record_proposal", "Lease", "MeasurementRow", "renew_lease", "study_config",
+    "insert_measurement", "CLAIMED_COLUMNS", "any_expired", "running_studies",
 ]
 
 _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
 _Retry = aliased(Trial)
+# Core statements of the worker protocol's hot paths are built once: SQLAlchemy then finds
+# their compiled form without computing a cache key per call, and their SQL never varies,
+# so psycopg prepares them on each pooled connection after a few uses.
+_TT, _MT, _ST = Trial.__table__, Measurement.__table__, Study.__table__
+#: What a claim returns: the columns of a worker's assignment.
+CLAIMED_COLUMNS = (_TT.c.id, _TT.c.study_id, _TT.c.mixture, _TT.c.model_size, _TT.c.steps,
+                   _TT.c.checkpoints, _TT.c.attempt, _TT.c.spec_metadata,
+                   _TT.c.lease_expires_at)
+_EXPIRED = select(_TT.c.id).where(_TT.c.state == _R,
+                                  _TT.c.lease_expires_at < bindparam("now")).limit(1)
+_RUNNING_STUDIES = (select(_ST.c.id, _ST.c.state, _ST.c.updated_at)
+                    .where(_ST.c.state == StudyState.RUNNING.value).order_by(_ST.c.id))
+_ONE_STUDY = select(_ST.c.id, _ST.c.state, _ST.c.updated_at).where(_ST.c.id == bindparam("sid"))
 
 
 # -- studies ---------------------------------------------------------------------------------
@@ -266,13 +281,17 @@ def list_trials(session: Session, study_id: int, state: str | None = None, *,
     return list(session.scalars(q))
 
 
-def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
+def claim_trial(session: Session | Connection, *, worker_id: str, study_id: int | None,
                 max_model_size: float | None, lease_seconds: float, now: datetime,
-                study_ids: Collection[int] | None = None) -> Trial | None:
-    """Atomically hand the next queued trial of a running study to ``worker_id``.
+                study_ids: Collection[int] | None = None) -> Row | None:
+    """Atomically hand the next queued trial of a running study to ``worker_id``; the
+    claimed row has the columns a worker's assignment needs (:data:`CLAIMED_COLUMNS`).
 
     User-enqueued trials and retries come first (``priority``), then oldest first.
     ``study_ids`` restricts the claim to those studies (the ones the worker can run).
+    One statement claims: ``UPDATE .. WHERE id = (SELECT .. FOR UPDATE SKIP LOCKED) AND
+    state = 'queued' RETURNING ..``, the compare-and-set on the state row-locked by the
+    sub-select, so no two transactions (of any server process) claim the same trial.
     """
     for _ in range(8):
         q = (select(Trial.id).join(Study, Study.id == Trial.study_id)
@@ -287,30 +306,50 @@ def claim_trial(session: Session, *, worker_id: str, study_id: int | None,
             q = q.where(Trial.study_id.in_(sorted(study_ids)))
         q = (q.order_by(Trial.priority, Trial.id).limit(1)
              .with_for_update(skip_locked=True, of=Trial))
-        trial_id = session.scalar(q)
-        if trial_id is None:
-            return None
-        res = session.execute(
-            update(Trial).where(Trial.id == trial_id, Trial.state == _Q)
+        row = session.execute(
+            update(_TT).where(_TT.c.id == q.scalar_subquery(), _TT.c.state == _Q)
             .values(state=_R, worker_id=worker_id, started_at=now, heartbeat_at=now,
                     lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False))
-        if res.rowcount == 1:
-            return session.get(Trial, trial_id, populate_existing=True,
-                               options=[joinedload(Trial.study, innerjoin=True)])
+            .returning(*CLAIMED_COLUMNS)).first()
+        if row is not None:
+            return row
+        if session.execute(q).first() is None:
+            return None  # nothing claimable (else another claim raced us: try again)
     return None
 
 
-def touch_worker(session: Session, *, worker_id: str, capabilities: Mapping[str, Any],
-                 now: datetime) -> None:
+def touch_worker(session: Session | Connection, *, worker_id: str,
+                 capabilities: Mapping[str, Any], now: datetime) -> None:
     """Record that a worker asked for work (an upsert: one row per worker id)."""
-    ins = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    ins = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
     stmt = ins(Worker).values(id=worker_id, capabilities=dict(capabilities), first_seen=now,
                               last_seen=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[Worker.id],
         set_={"last_seen": now, "capabilities": dict(capabilities)})
     session.execute(stmt)
+
+
+def _dialect(session: Session | Connection) -> str:
+    return (session.dialect if isinstance(session, Connection)
+            else session.get_bind().dialect).name
+
+
+def any_expired(conn: Connection, *, now: datetime) -> bool:
+    """Whether some running trial's lease lapsed: the cheap test before
+    :func:`reap_expired`, which the claim path would otherwise run on every request."""
+    return conn.execute(_EXPIRED, {"now": now}).first() is not None
+
+
+def running_studies(conn: Connection, study_id: int | None) -> list[Row]:
+    """``(id, state, updated_at)`` of the running studies, or of the one study
+    ``study_id`` whatever its state (404 when it does not exist)."""
+    if study_id is None:
+        return list(conn.execute(_RUNNING_STUDIES))
+    rows = list(conn.execute(_ONE_STUDY, {"sid": study_id}))
+    if not rows:
+        raise NotFound(f"study {study_id} not found")
+    return rows
 
 
 def idle_workers(session: Session, *, since: datetime) -> int:
@@ -359,6 +398,35 @@ def _same_losses(a: Mapping[str, Any], b: Mapping[str, float]) -> bool:
         math.isclose(float(a[k]), float(b[k]), rel_tol=1e-12, abs_tol=1e-15) for k in b)
 
 
+def _checked_measurement(trial: Any, measurement: LibMeasurement, config: StudyConfig,
+                         proportions: Mapping[str, float] | None
+                         ) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The report's losses and proportions as stored, after the checks every path that
+    records a measurement makes (single, batch, ``complete``'s final losses): known
+    domains, finite losses inside the study's bounds, proportions a mixture, and a step
+    within ``trial.steps`` (``trial``: an ORM row or a :class:`Lease`)."""
+    step = measurement.step
+    losses = config.check_losses(measurement.losses)
+    if proportions is not None:
+        proportions = config.check_proportions(proportions, "proportions")
+    if step > trial.steps:
+        raise ValidationError(f"step: {step} is beyond the trial's steps ({trial.steps})")
+    return losses, proportions
+
+
+def _check_replay(existing: Any, trial_id: int, step: int, losses: Mapping[str, float],
+                  proportions: Mapping[str, float] | None) -> None:
+    """Re-posting the recorded step ``existing`` is a no-op only with the same report: a
+    worker retrying after a lost response; anything else is a conflict."""
+    if existing is not None:
+        if not _same_losses(existing.losses, losses):
+            raise Conflict(f"trial {trial_id} already has different losses at step {step}")
+        if proportions is not None and (existing.proportions is None or
+                                        not _same_losses(existing.proportions, proportions)):
+            raise Conflict(
+                f"trial {trial_id} already has different proportions at step {step}")
+
+
 def add_measurement(session: Session, *, trial: Trial, measurement: LibMeasurement,
                     worker_id: str, config: StudyConfig, lease_seconds: float, now: datetime,
                     proportions: Mapping[str, float] | None = None
@@ -369,23 +437,15 @@ def add_measurement(session: Session, *, trial: Trial, measurement: LibMeasureme
     response); different losses for a recorded step are a conflict. A replay that omits
     ``proportions`` matches (``complete`` re-posts the final losses without them); one that
     gives them must give the recorded ones. Posting also renews the lease: a worker that
-    reports is alive.
+    reports is alive. (:func:`renew_lease` + :func:`insert_measurement` are the same on a
+    Core connection, for a trial its worker holds.)
     """
     step = measurement.step
-    losses = config.check_losses(measurement.losses)
-    if proportions is not None:
-        proportions = config.check_proportions(proportions, "proportions")
-    if step > trial.steps:
-        raise ValidationError(f"step: {step} is beyond the trial's steps ({trial.steps})")
+    losses, proportions = _checked_measurement(trial, measurement, config, proportions)
     existing = session.scalar(select(Measurement).where(
         Measurement.trial_id == trial.id, Measurement.step == step))
     if existing is not None:
-        if not _same_losses(existing.losses, losses):
-            raise Conflict(f"trial {trial.id} already has different losses at step {step}")
-        if proportions is not None and (existing.proportions is None or
-                                        not _same_losses(existing.proportions, proportions)):
-            raise Conflict(
-                f"trial {trial.id} already has different proportions at step {step}")
+        _check_replay(existing, trial.id, step, losses, proportions)
         return existing, False
     _leased_trial(session, trial, worker_id, "measurement")
     row = Measurement(trial_id=trial.id, step=step, losses=losses, cost=measurement.cost,
@@ -396,6 +456,96 @@ def add_measurement(session: Session, *, trial: Trial, measurement: LibMeasureme
     trial.lease_expires_at = now + timedelta(seconds=lease_seconds)
     session.flush()
     return row, True
+
+
+# -- the worker protocol's hot path on a Core connection ----------------------------------
+
+@dataclass(frozen=True)
+class Lease:
+    """A running trial whose lease its worker's write just renewed; ``study_version`` is
+    its study row's ``updated_at`` (the key of the per-process config cache)."""
+
+    id: int
+    study_id: int
+    steps: int
+    study_version: datetime
+
+
+@dataclass(frozen=True)
+class MeasurementRow:
+    """A stored measurement as the API shows it (the Core path's answer)."""
+
+    step: int
+    losses: dict[str, float]
+    objective: float | None
+    cost: float | None
+    created_at: datetime
+    proportions: dict[str, float] | None
+
+
+_RENEW = (
+    update(_TT)
+    .where(_TT.c.id == bindparam("tid"), _TT.c.state == _R, _TT.c.worker_id == bindparam("wid"))
+    .values(heartbeat_at=bindparam("now"), lease_expires_at=bindparam("until"))
+    .returning(_TT.c.id, _TT.c.study_id, _TT.c.steps,
+               select(_ST.c.updated_at).where(_ST.c.id == _TT.c.study_id).scalar_subquery()))
+_MEASUREMENT_COLUMNS = (_MT.c.step, _MT.c.losses, _MT.c.objective, _MT.c.cost, _MT.c.created_at,
+                        _MT.c.proportions)
+_EXISTING = select(*_MEASUREMENT_COLUMNS).where(_MT.c.trial_id == bindparam("tid"),
+                                                _MT.c.step == bindparam("step"))
+_STUDY_CONFIG = select(_ST.c.config, _ST.c.seed).where(_ST.c.id == bindparam("sid"))
+
+
+def _insert_new_measurement(dialect: str) -> Any:
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (ins(_MT).values(trial_id=bindparam("tid"), step=bindparam("step"),
+                            losses=bindparam("losses"), cost=bindparam("cost"),
+                            objective=bindparam("objective"),
+                            proportions=bindparam("proportions"),
+                            created_at=bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["trial_id", "step"])
+            .returning(_MT.c.id))
+
+
+_INSERT_MEASUREMENT = {d: _insert_new_measurement(d) for d in ("postgresql", "sqlite")}
+
+
+def renew_lease(conn: Connection, *, trial_id: int, worker_id: str, lease_seconds: float,
+                now: datetime) -> Lease | None:
+    """Renew the lease of a trial running under ``worker_id`` in one statement, which also
+    row-locks it for the rest of the transaction (the compare-and-set on state and holder
+    is the lease check). None when the trial is not running under that worker's lease:
+    the caller then takes the ORM path, which accepts a replay and otherwise says why
+    (404, 409)."""
+    row = conn.execute(_RENEW, {"tid": trial_id, "wid": worker_id, "now": now,
+                                "until": now + timedelta(seconds=lease_seconds)}).first()
+    return None if row is None else Lease(int(row[0]), int(row[1]), int(row[2]), row[3])
+
+
+def study_config(conn: Connection, study_id: int) -> tuple[dict[str, Any], int]:
+    """A study's stored ``(config, seed)``: what the config cache parses on a miss."""
+    config, seed = conn.execute(_STUDY_CONFIG, {"sid": study_id}).one()
+    return config, int(seed)
+
+
+def insert_measurement(conn: Connection, *, lease: Lease, measurement: LibMeasurement,
+                       config: StudyConfig, now: datetime,
+                       proportions: Mapping[str, float] | None = None
+                       ) -> tuple[MeasurementRow, bool]:
+    """:func:`add_measurement` for a trial whose lease :func:`renew_lease` just renewed in
+    this transaction: the same checks and replay rules, one ``INSERT .. ON CONFLICT DO
+    NOTHING`` for a new step (a second statement only for a replay)."""
+    step = measurement.step
+    losses, proportions = _checked_measurement(lease, measurement, config, proportions)
+    objective = objective_of(losses, config.space.objective_weights or {})
+    created = conn.execute(_INSERT_MEASUREMENT[conn.dialect.name], {
+        "tid": lease.id, "step": step, "losses": losses, "cost": measurement.cost,
+        "objective": objective, "proportions": proportions, "now": now}).first()
+    if created is not None:
+        return MeasurementRow(step, losses, objective, measurement.cost, now, proportions), True
+    existing = conn.execute(_EXISTING, {"tid": lease.id, "step": step}).one()
+    _check_replay(existing, lease.id, step, losses, proportions)
+    return MeasurementRow(*existing), False
 
 
 def complete_trial(session: Session, *, trial: Trial, cost: float,
@@ -568,10 +718,23 @@ def _trial_metadata(spec: TrialSpec, online: Mapping[str, Any] | None,
 
 
 # -- what strategies see ---------------------------------------------------------------------
-def _spec(trial: Trial, metadata: Mapping[str, Any] | None = None) -> TrialSpec:
+def _spec(trial: Any, metadata: Mapping[str, Any] | None = None) -> TrialSpec:
+    """The spec of a trial (an ORM row or a Core row with the same columns)."""
     return TrialSpec(mixture=dict(trial.mixture), model_size=float(trial.model_size),
                      steps=int(trial.steps), checkpoints=tuple(int(c) for c in trial.checkpoints),
                      metadata=dict(trial.spec_metadata if metadata is None else metadata))
+
+
+_HISTORY_TRIALS = (select(_TT.c.id, _TT.c.state, _TT.c.mixture, _TT.c.model_size, _TT.c.steps,
+                          _TT.c.checkpoints, _TT.c.spec_metadata, _TT.c.retry_of, _TT.c.cost)
+                   .where(_TT.c.study_id == bindparam("sid")).order_by(_TT.c.id))
+# Only finished runs' curves are history: a queued or running trial is pending (its spec),
+# a cancelled one never ran.
+_HISTORY_CURVES = (select(_MT.c.trial_id, _MT.c.step, _MT.c.losses)
+                   .join(_TT, _TT.c.id == _MT.c.trial_id)
+                   .where(_TT.c.study_id == bindparam("sid"),
+                          _TT.c.state.not_in((_Q, _R, TrialState.CANCELLED.value)))
+                   .order_by(_MT.c.trial_id, _MT.c.step))
 
 
 def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list[TrialSpec]]:
@@ -580,8 +743,14 @@ def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list
     Failed and abandoned runs with measurements are partial results (``completed=False``):
     their learning curves still inform the surrogate. A run that was retried loses its
     strategy metadata, so bookkeeping such as Hyperband's rungs counts the spec once.
+
+    Two Core queries (trials, then the finished ones' curves), not ORM rows: every
+    proposal reads the whole study, so this is what a top-up costs as a study grows.
     """
-    trials = list_trials(session, study_id)
+    trials = session.execute(_HISTORY_TRIALS, {"sid": study_id}).all()
+    curves: dict[int, list[LibMeasurement]] = {}
+    for trial_id, step, losses in session.execute(_HISTORY_CURVES, {"sid": study_id}):
+        curves.setdefault(trial_id, []).append(LibMeasurement(int(step), dict(losses)))
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     history: list[TrialResult] = []
     pending: list[TrialSpec] = []
@@ -589,13 +758,11 @@ def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list
         if t.state in (_Q, _R):
             pending.append(_spec(t))
             continue
-        if t.state == TrialState.CANCELLED.value or not t.measurements:
+        if t.state == TrialState.CANCELLED.value or t.id not in curves:
             continue
         meta = {"superseded": True} if t.id in retried else None
         history.append(TrialResult(
-            spec=_spec(t, meta),
-            measurements=tuple(LibMeasurement(int(m.step), dict(m.losses))
-                               for m in t.measurements),
+            spec=_spec(t, meta), measurements=tuple(curves[t.id]),
             cost=t.cost, completed=t.state == TrialState.COMPLETED.value))
     return history, pending
 

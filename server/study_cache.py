@@ -39,6 +39,9 @@ class CachedStudy:
     strategy: CachedStrategy | None = None
     surrogate: CachedStrategy | None = None
     recommendation: tuple[tuple, Any] | None = None  # (state of the data, the answer)
+    # The study row's ``updated_at`` when this entry was last checked against its config
+    # (every write to a study row sets it, in any process); see ``StudyCache.at_version``.
+    version: Any = None
 
 
 class StudyCache:
@@ -65,6 +68,29 @@ class StudyCache:
             self._entries.move_to_end(study_id)
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
+        return entry
+
+    def at_version(self, study_id: int, version: Any,
+                   load: Callable[[], tuple[Mapping[str, Any], int]]) -> CachedStudy:
+        """The study's entry, read by version: the hot paths (a claim, a measurement) know
+        the study row's ``updated_at`` from a column they select anyway, and when this
+        process already checked the entry at that version neither the config JSON is read
+        nor compared. Otherwise ``load()`` reads the stored ``(config, seed)`` and the entry
+        is checked (rebuilt if it changed) as by :meth:`study`. A ``PATCH`` in another
+        process changes ``updated_at``, so it takes effect here at the next request.
+
+        Raises:
+            ValidationError: a stored config the library no longer accepts (-> 422).
+        """
+        if version is not None:
+            with self._lock:
+                entry = self._entries.get(study_id)
+                if entry is not None and entry.version == version:
+                    self._entries.move_to_end(study_id)
+                    return entry
+        config, seed = load()
+        entry = self.study(study_id, config, seed)
+        entry.version = version
         return entry
 
     def config_of(self, study: Study) -> StudyConfig:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from mfms_bo.errors import ValidationError
 from mfms_bo.trials import Measurement
 from mfms_client.schemas import (
     CompleteRequest,
@@ -30,11 +33,14 @@ from server.api.deps import (
     WorkerAuth,
 )
 from server.api.views import assignment, measurement_public, trial_public
-from server.db import utcnow
+from server.config import Settings
+from server.db import Database, utcnow
 from server.dispatch import next_trial as dispatch_next_trial
+from server.errors import Conflict
 from server.maintenance import Maintainer
 from server.models import StudyState
 from server.proposer import Proposer
+from server.study_cache import StudyCache
 
 log = logging.getLogger("mfms.server")
 router = APIRouter(tags=["trials"])
@@ -43,7 +49,7 @@ router = APIRouter(tags=["trials"])
 @router.post("/next-trial", response_model=TrialAssignment, dependencies=[WorkerAuth],
              responses={204: {"description": "no work now; poll again later"}})
 def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: SettingsDep,
-               proposer: ProposerDep, maintainer: MaintainerDep, studies: StudiesDep
+               proposer: ProposerDep, maintainer: MaintainerDep
                ) -> TrialAssignment | Response:
     claim = dispatch_next_trial(db, proposer, settings, worker_id=body.worker_id,
                                 study_id=body.study_id, capabilities=body.capabilities)
@@ -53,7 +59,8 @@ def next_trial(body: NextTrialRequest, response: Response, db: DbDep, settings: 
         if claim.study_state is not None:
             headers["X-MFMS-Study-State"] = claim.study_state
         return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)
-    return assignment(claim.trial, settings, studies.config_of(claim.trial.study))
+    assert claim.config is not None
+    return assignment(claim.trial, settings, claim.config)
 
 
 @router.get("/trials/{trial_id}", response_model=TrialPublic, dependencies=[ReadAuth])
@@ -81,15 +88,54 @@ def heartbeat(trial_id: TrialId, body: HeartbeatRequest, db: DbDep, settings: Se
                                                   200: {"description": "already recorded"}})
 def post_measurement(trial_id: TrialId, body: MeasurementIn, response: Response, db: DbDep,
                      settings: SettingsDep, studies: StudiesDep) -> MeasurementPublic:
+    [(row, created)] = _record(db, settings, studies, trial_id, body.worker_id,
+                               [(Measurement(body.step, body.losses, body.cost),
+                                 body.proportions)])
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return measurement_public(row)
+
+
+def _record(db: Database, settings: Settings, studies: StudyCache, trial_id: int,
+            worker_id: str, items: list[tuple[Measurement, dict[str, float] | None]],
+            batch: bool = False) -> list[tuple[Any, bool]]:
+    """Record a trial's measurements in one transaction, all or nothing; ``(row, created)``
+    per item. A worker reporting on the trial it holds (nearly every request) takes the Core
+    path: one statement renews and locks the lease, one inserts each step, and the study's
+    config comes from the per-process cache by the study row's version. Anything else (a
+    replay after the trial finished, another worker's id, an unknown trial) takes the ORM
+    path, which accepts a replay and otherwise says why not. In a batch (``batch``), a
+    refused item's message starts with its index, ``measurements[i]``."""
+    now = utcnow()
+    with db.connection() as conn:
+        lease = storage.renew_lease(conn, trial_id=trial_id, worker_id=worker_id,
+                                    lease_seconds=settings.lease_seconds, now=now)
+        if lease is not None:
+            config = studies.at_version(lease.study_id, lease.study_version,
+                                        lambda: storage.study_config(conn, lease.study_id)
+                                        ).config
+            return [_item(i, batch, lambda m=m, p=p: storage.insert_measurement(
+                conn, lease=lease, measurement=m, config=config, now=now, proportions=p))
+                for i, (m, p) in enumerate(items)]
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
-        row, created = storage.add_measurement(
-            s, trial=trial, config=studies.config_of(trial.study),
-            measurement=Measurement(body.step, body.losses, body.cost),
-            worker_id=body.worker_id, proportions=body.proportions,
-            lease_seconds=settings.lease_seconds, now=utcnow())
-        response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return measurement_public(row)
+        config = studies.config_of(trial.study)
+        return [_item(i, batch, lambda m=m, p=p: storage.add_measurement(
+            s, trial=trial, config=config, measurement=m, worker_id=worker_id, proportions=p,
+            lease_seconds=settings.lease_seconds, now=now))
+            for i, (m, p) in enumerate(items)]
+
+
+def _item(i: int, batch: bool, record: Callable[[], tuple[Any, bool]]) -> tuple[Any, bool]:
+    """``record()``; in a batch, a refusal names the item: ``measurements[i].step: ...``
+    (a field error, 422) or ``measurements[i]: ...`` (a conflict, 409)."""
+    if not batch:
+        return record()
+    try:
+        return record()
+    except ValidationError as exc:
+        raise ValidationError(f"measurements[{i}].{exc}") from exc
+    except Conflict as exc:
+        raise Conflict(f"measurements[{i}]: {exc}") from exc
 
 
 def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPublic:
