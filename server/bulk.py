@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, Text, and_, bindparam, case, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.models import Measurement, Trial
 
-__all__ = ["TrialRecord", "MeasurementRecord", "trial_records", "iter_trial_records",
-           "insert_trials", "BATCH"]
+__all__ = ["TrialRecord", "MeasurementRecord", "TrialDigest", "trial_records",
+           "iter_trial_records", "trial_digests", "curves", "insert_trials", "BATCH"]
 
 BATCH = 500  # trials per select when walking a whole study: bounded memory, few round trips
 
@@ -113,6 +113,83 @@ def iter_trial_records(session: Session, study_id: int, batch: int = BATCH
         if len(page) < batch:
             return
         after = page[-1].id
+
+
+@dataclass(frozen=True, slots=True)
+class TrialDigest:
+    """A trial as a page of many trials shows it: its own fields but its spec's
+    checkpoints and metadata, and of its measurements only aggregates: how many, how many
+    with an objective, the objective at the last step that has one, the largest reported
+    cost and whether any carried proportions."""
+
+    id: int
+    state: str
+    source: str
+    mixture: dict[str, Any]
+    model_size: float
+    steps: int
+    attempt: int
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cost: float | None
+    fail_reason: str | None
+    n_measurements: int
+    n_objectives: int
+    final_objective: float | None
+    measured_cost: float | None
+    has_proportions: bool
+
+
+def trial_digests(session: Session, study_id: int) -> list[TrialDigest]:
+    """Every trial of the study in id order as a :class:`TrialDigest`, in one select: the
+    database aggregates the measurements (10,000 trials x 8 checkpoints are 80,000 rows,
+    each a JSON value to decode, that never reach Python here)."""
+    of_study = select(Trial.id).where(Trial.study_id == study_id).scalar_subquery()
+    has_props = and_(Measurement.proportions.is_not(None),  # SQL NULL or JSON null: none
+                     cast(Measurement.proportions, Text) != "null")
+    agg = (select(Measurement.trial_id, func.count().label("n_measurements"),
+                  func.count(Measurement.objective).label("n_objectives"),
+                  func.max(Measurement.cost).label("measured_cost"),
+                  func.max(case((has_props, 1), else_=0)).label("has_proportions"))
+           .where(Measurement.trial_id.in_(of_study)).group_by(Measurement.trial_id)
+           .subquery())
+    ranked = (select(Measurement.trial_id, Measurement.objective,
+                     func.row_number().over(partition_by=Measurement.trial_id,
+                                            order_by=Measurement.step.desc()).label("rn"))
+              .where(Measurement.trial_id.in_(of_study), Measurement.objective.is_not(None))
+              .subquery())
+    q = (select(Trial.id, Trial.state, Trial.source, Trial.mixture, Trial.model_size,
+                Trial.steps, Trial.attempt, Trial.worker_id, Trial.created_at,
+                Trial.started_at, Trial.finished_at, Trial.cost, Trial.fail_reason,
+                func.coalesce(agg.c.n_measurements, 0), func.coalesce(agg.c.n_objectives, 0),
+                ranked.c.objective, agg.c.measured_cost,
+                func.coalesce(agg.c.has_proportions, 0))
+         .outerjoin(agg, agg.c.trial_id == Trial.id)
+         .outerjoin(ranked, and_(ranked.c.trial_id == Trial.id, ranked.c.rn == 1))
+         .where(Trial.study_id == study_id).order_by(Trial.id))
+    return [TrialDigest(*row[:13], int(row[13]), int(row[14]),
+                        None if row[15] is None else float(row[15]), row[16], bool(row[17]))
+            for row in session.execute(q)]
+
+
+def curves(session: Session, trial_ids: Collection[int]
+           ) -> dict[int, tuple[list[int], list[float]]]:
+    """The steps and objectives (where reported) of some trials' learning curves."""
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    ids = list(trial_ids)
+    for lo in range(0, len(ids), BATCH):
+        rows = session.execute(
+            select(Measurement.trial_id, Measurement.step, Measurement.objective)
+            .where(Measurement.trial_id.in_(ids[lo:lo + BATCH]),
+                   Measurement.objective.is_not(None))
+            .order_by(Measurement.trial_id, Measurement.step))
+        for tid, step, objective in rows:
+            steps, objectives = out.setdefault(tid, ([], []))
+            steps.append(step)
+            objectives.append(objective)
+    return out
 
 
 def _trial(row: Row[Any], measurements: list[MeasurementRecord]) -> TrialRecord:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from server import storage
 from server.api.deps import DbDep, InsightsDep, ReadAuth, StudiesDep, StudyId
 from server.api.views import trial_public
-from server.dashboard.data import history_csv, studies_overview, study_dashboard
+from server.dashboard.data import Part, history_csv, studies_overview, study_dashboard
 from server.errors import NotFound
 
 __all__ = ["router"]
@@ -70,11 +70,16 @@ def studies_data(db: DbDep, insights: InsightsDep, studies: StudiesDep) -> Respo
 
 
 @router.get("/studies/{study_id}/dashboard", dependencies=[ReadAuth])
-def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep, studies: StudiesDep
-                   ) -> Response:
-    """Study, trials, recommendation, uniform mixture's prediction, per-domain slices of
-    the surrogate at the target, and best-so-far vs cumulative cost."""
-    data = study_dashboard(db, insights, studies, study_id)
+def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep, studies: StudiesDep,
+                   part: Part = Query("all", description=  # noqa: B008
+                                      "overview: study, trials, curves and spend (the "
+                                      "database alone); surrogate: recommendation, "
+                                      "uniform's prediction, slices and progress (a GP "
+                                      "fit); all: both")) -> Response:
+    """Study, trials, learning curves, spend, recommendation, uniform mixture's
+    prediction, per-domain slices of the surrogate at the target, and best-so-far vs
+    cumulative cost."""
+    data = study_dashboard(db, insights, studies, study_id, part)
     return Response(json.dumps(data, allow_nan=False, default=str),
                     media_type="application/json")
 

@@ -11,9 +11,9 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 
 function token() { return window.localStorage.getItem("mfmsToken") || ""; }
 
-async function getJSON(url) {
+async function getJSON(url, started) {
   const headers = token() ? { Authorization: "Bearer " + token() } : {};
-  const r = await fetch(url, { headers });
+  const r = await (started || fetch(url, { headers }));
   if (r.status === 401) { showAuth(); throw new Error("unauthorized"); }
   if (!r.ok) throw new Error(url + ": HTTP " + r.status);
   return r.json();
@@ -171,7 +171,16 @@ function drawIndex() {
 
 // -- one study ------------------------------------------------------------------------
 
-let sortKey = "id", sortDir = 1, selectedTrial = null, lastData = null;
+let sortKey = "id", sortDir = 1, selectedTrial = null, lastData = null, tablePage = 0;
+const TABLE_PAGE = 100;  // rows drawn at a time: a 10,000-trial table is 100 pages
+const MENU_TRIALS = 200;  // newest trials offered in the per-domain menu
+const SURROGATE_KEYS = ["recommendation", "uniform_prediction", "slices", "progress"];
+// Trials with their measurements, fetched (GET /trials/{id}) when one is drawn alone and
+// the page got only summaries (a large study); kept while their measurement count holds.
+const details = new Map();
+// When the page first had its panels drawn (ms since navigation): the browser tests and
+// bench/README.md read these.
+window.mfmsTimings = window.mfmsTimings || {};
 
 function sizeColors(trials) {
   const sizes = [...new Set(trials.map((t) => t.model_size))].sort((a, b) => a - b);
@@ -197,6 +206,8 @@ function drawMixture(d) {
         fmt(u.interval[1]) + ")";
     }
     text.textContent = line + ", at model size " + fmtSI(r.model_size) + ", " + r.steps + " steps.";
+  } else if (!("recommendation" in d)) {
+    text.textContent = "Fitting the surrogate\u2026";
   } else {
     text.textContent = "No recommendation yet: no trial has reported losses.";
   }
@@ -204,6 +215,7 @@ function drawMixture(d) {
 }
 
 function drawProgress(d) {
+  if (!d.progress) return;  // the surrogate's part has not arrived yet
   const pts = d.progress.filter((p) => p.best !== null);
   plot("plot-progress", [{ type: "scatter", mode: "lines+markers", line: { shape: "hv" },
     x: pts.map((p) => p.cost), y: pts.map((p) => p.best), name: "best so far",
@@ -212,22 +224,32 @@ function drawProgress(d) {
     yaxis: { title: { text: "predicted target objective" } }, showlegend: false });
 }
 
+// One trace per model size, its trials' curves joined by gaps: a few traces however many
+// trials (the server sends at most a few hundred curves, evenly spaced in creation order).
 function drawCurves(d) {
   const colors = sizeColors(d.trials);
-  const seen = new Set();
-  const traces = [];
-  for (const t of d.trials) {
-    const ms = t.measurements.filter((m) => m.objective !== null);
-    if (!ms.length) continue;
-    const first = !seen.has(t.model_size);
-    seen.add(t.model_size);
-    traces.push({ type: "scatter", mode: "lines", x: ms.map((m) => m.step),
-      y: ms.map((m) => m.objective), line: { color: colors[t.model_size], width: 1.3 },
-      name: fmtSI(t.model_size), legendgroup: String(t.model_size), showlegend: first,
-      text: ms.map(() => "trial " + t.id) });
+  const bySize = new Map();
+  for (const c of d.curves.trials) {
+    let tr = bySize.get(c.model_size);
+    if (!tr) { tr = { x: [], y: [], text: [] }; bySize.set(c.model_size, tr); }
+    if (tr.x.length) { tr.x.push(null); tr.y.push(null); tr.text.push(""); }
+    for (let i = 0; i < c.step.length; i++) {
+      tr.x.push(c.step[i]);
+      tr.y.push(c.objective[i]);
+      tr.text.push("trial " + c.id);
+    }
   }
+  const many = d.curves.trials.length > 100;
+  const traces = [...bySize.entries()].sort((a, b) => a[0] - b[0]).map(([m, tr]) => ({
+    type: "scatter", mode: "lines", x: tr.x, y: tr.y, text: tr.text, connectgaps: false,
+    line: { color: colors[m], width: many ? 0.8 : 1.3 }, opacity: many ? 0.45 : 1,
+    name: fmtSI(m), legendgroup: String(m) }));
   plot("plot-curves", traces, { xaxis: { title: { text: "step" } },
     yaxis: { title: { text: "objective" } } });
+  const note = document.getElementById("curves-note");
+  note.hidden = d.curves.of <= d.curves.trials.length;
+  note.textContent = note.hidden ? "" : d.curves.trials.length + " of " + d.curves.of +
+    " trials' curves, evenly spaced in creation order.";
 }
 
 function statesText(states) {
@@ -307,6 +329,7 @@ function drawSpend(d) {
 // Small multiples: one panel per domain, all on the same objective scale so the panels
 // compare; the dashed line is the recommended weight of that domain.
 function drawSlices(d) {
+  if (!d.slices) return;  // the surrogate's part has not arrived yet
   const box = document.getElementById("slices");
   const key = JSON.stringify(d.slices.map((s) => s.domain));
   if (box.dataset.key !== key) {
@@ -357,8 +380,21 @@ function drawSlices(d) {
 
 // The chosen trial (a clicked row or the menu), else the newest one with losses.
 function shownTrial(d) {
-  const withLosses = d.trials.filter((t) => t.measurements.length);
+  const withLosses = d.trials.filter((t) => t.n_measurements > 0);
   return withLosses.find((t) => t.id === selectedTrial) || withLosses[withLosses.length - 1];
+}
+
+// The chosen trial if it mixed online, else the newest one that did.
+function shownMixing(d) {
+  const withProps = d.trials.filter((t) => t.has_proportions);
+  return withProps.find((t) => t.id === selectedTrial) || withProps[withProps.length - 1];
+}
+
+// ``t`` with its measurements: as sent (a small study) or as fetched, if still current.
+function detailOf(t) {
+  if (t.measurements) return t;
+  const got = details.get(t.id);
+  return got && got.measurements.length === t.n_measurements ? got : undefined;
 }
 
 function lossDomains(d, ms) {
@@ -368,23 +404,28 @@ function lossDomains(d, ms) {
   return d.domains.concat([...extra].sort());
 }
 
-// Each domain's loss vs step for one trial, and the losses at its last reported step.
-function drawDomainCurves(d) {
-  const withLosses = d.trials.filter((t) => t.measurements.length);
+// The menu: the newest trials with losses (and the shown one), newest last.
+function drawMenu(d, shown) {
+  const withLosses = d.trials.filter((t) => t.n_measurements > 0);
+  const offered = withLosses.slice(-MENU_TRIALS);
+  if (shown && !offered.includes(shown)) offered.unshift(shown);
   const sel = document.getElementById("domain-trial");
-  sel.replaceChildren(...withLosses.map((t) => {
+  sel.replaceChildren(...offered.map((t) => {
     const o = document.createElement("option");
     o.value = String(t.id);
     o.textContent = t.id + " (" + fmtSI(t.model_size) + " x " + fmtSI(t.steps) + ", " +
       t.state + ")";
     return o;
   }));
-  const t = shownTrial(d);
+  if (shown) sel.value = String(shown.id);
+}
+
+// Each domain's loss vs step for one trial, and the losses at its last reported step.
+function drawDomainCurves(d, t) {
   document.getElementById("domain-empty").hidden = Boolean(t);
   const tbody = document.querySelector("#domain-final tbody");
   tbody.replaceChildren();
   if (!t) return;
-  sel.value = String(t.id);
   const ms = [...t.measurements].sort((a, b) => a.step - b.step);
   const doms = lossDomains(d, ms);
   const traces = doms.map((dom, i) => ({ type: "scatter", mode: "lines+markers", name: esc(dom),
@@ -410,12 +451,9 @@ function drawSelection(d) {
   }
 }
 
-function drawTrajectory(d) {
-  const withProps = d.trials.filter((t) => t.measurements.some((m) => m.proportions));
+function drawTrajectory(d, t) {
   const card = document.getElementById("trajectory-card");
-  if (!withProps.length) { card.hidden = true; return; }
-  let t = withProps.find((x) => x.id === selectedTrial);
-  if (!t) t = withProps[withProps.length - 1];
+  if (!t) { card.hidden = true; return; }
   card.hidden = false;
   document.getElementById("trajectory-trial").textContent = String(t.id);
   const ms = t.measurements.filter((m) => m.proportions);
@@ -437,8 +475,17 @@ function drawTable(d) {
     const x = sortValue(a, sortKey), y = sortValue(b, sortKey);
     return (x < y ? -1 : x > y ? 1 : 0) * sortDir;
   });
+  const pages = Math.max(1, Math.ceil(rows.length / TABLE_PAGE));
+  tablePage = Math.min(Math.max(0, tablePage), pages - 1);
+  const first = tablePage * TABLE_PAGE;
+  const shown = rows.slice(first, first + TABLE_PAGE);
+  document.getElementById("trial-pager").hidden = pages === 1;
+  document.getElementById("page-info").textContent = "rows " + (first + 1) + "\u2013" +
+    (first + shown.length) + " of " + rows.length;
+  document.getElementById("page-prev").disabled = tablePage === 0;
+  document.getElementById("page-next").disabled = tablePage === pages - 1;
   body.replaceChildren();
-  for (const t of rows) {
+  for (const t of shown) {
     const tr = document.createElement("tr");
     tr.dataset.trialId = String(t.id);
     cell(tr, t.id);
@@ -460,10 +507,22 @@ function drawTable(d) {
   drawSelection(d);
 }
 
+// The chosen trial's per-domain curves and mixing trajectory; a trial the page has only
+// as a summary is fetched first (once: ``details`` keeps it).
 function drawChosen(d) {
-  drawDomainCurves(d);
-  drawTrajectory(d);
+  const t = shownTrial(d), mixing = shownMixing(d);
+  drawMenu(d, t);
   drawSelection(d);
+  const missing = [t, mixing].filter((x) => x && !detailOf(x));
+  if (!missing.length) {
+    drawDomainCurves(d, t && detailOf(t));
+    drawTrajectory(d, mixing && detailOf(mixing));
+    return;
+  }
+  Promise.all(missing.map((x) => getJSON("/trials/" + encodeURIComponent(x.id))
+    .then((full) => { details.set(x.id, full); })))
+    .then(() => { if (lastData === d && missing.every((x) => detailOf(x))) drawChosen(d); })
+    .catch((err) => setStatus(err.message));
 }
 
 // A strategy that failed is replaced by random proposals; say so until it succeeds again.
@@ -566,8 +625,15 @@ function installControls(id, refresh) {
   }
 }
 
+// The overview (the database's part) is drawn as soon as it arrives; the surrogate's
+// panels follow when its fit answers (on a large study the fit takes far longer).
 async function renderStudy(id) {
-  const d = await getJSON("/studies/" + encodeURIComponent(id) + "/dashboard");
+  const base = "/studies/" + encodeURIComponent(id) + "/dashboard";
+  // The first overview was asked for by study.html while Plotly loaded.
+  const early = window.mfmsEarly;
+  window.mfmsEarly = undefined;
+  const d = await getJSON(base + "?part=overview", early);
+  if (lastData) for (const k of SURROGATE_KEYS) if (k in lastData) d[k] = lastData[k];
   lastData = d;
   const s = d.study;
   document.getElementById("study-name").textContent = s.name;
@@ -592,6 +658,16 @@ async function renderStudy(id) {
   drawSlices(d);
   drawTable(d);
   drawChosen(d);
+  if (window.mfmsTimings.overview === undefined) window.mfmsTimings.overview = performance.now();
+  setStatus("updated " + new Date().toLocaleTimeString() + "; fitting the surrogate\u2026");
+  const sg = await getJSON(base + "?part=surrogate");
+  if (lastData === d) {
+    Object.assign(d, sg);
+    drawMixture(d);
+    drawProgress(d);
+    drawSlices(d);
+  }
+  if (window.mfmsTimings.surrogate === undefined) window.mfmsTimings.surrogate = performance.now();
   setStatus("updated " + new Date().toLocaleTimeString());
   return s.state;
 }
@@ -602,9 +678,18 @@ function installSorting() {
       const key = th.dataset.key;
       sortDir = key === sortKey ? -sortDir : 1;
       sortKey = key;
+      tablePage = 0;
       if (lastData) drawTable(lastData);
     };
   }
+  document.getElementById("page-prev").onclick = () => {
+    tablePage -= 1;
+    if (lastData) drawTable(lastData);
+  };
+  document.getElementById("page-next").onclick = () => {
+    tablePage += 1;
+    if (lastData) drawTable(lastData);
+  };
   document.getElementById("domain-trial").onchange = (e) => {
     selectedTrial = Number(e.target.value);
     if (lastData) drawChosen(lastData);
