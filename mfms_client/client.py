@@ -29,6 +29,7 @@ from mfms_client.schemas import (
     TRIALS_PAGE_LIMIT,
     Health,
     HeartbeatResponse,
+    MeasurementBatchPublic,
     MeasurementPublic,
     PredictResponse,
     RecommendationPublic,
@@ -311,6 +312,17 @@ class MFMSClient:
             body["proportions"] = dict(proportions)
         return self._post(f"/trials/{trial_id}/measurements", MeasurementPublic, body,
                           idempotent=True)
+
+    def post_measurements(self, trial_id: int, items: Sequence[Mapping[str, Any]],
+                          worker_id: str | None = None) -> MeasurementBatchPublic:
+        """``POST /trials/{id}/measurements/batch``: several checkpoints in one request,
+        each ``{"step", "losses"[, "cost", "proportions"]}``; all are recorded or none (a
+        refusal names the item, ``measurements[i]``). Idempotent like the single post."""
+        body = {"measurements": [
+            {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in m.items()
+             if v is not None} for m in items], **self._holder(trial_id, worker_id)}
+        return self._post(f"/trials/{trial_id}/measurements/batch", MeasurementBatchPublic,
+                          body, idempotent=True)
 
     def complete_trial(self, trial_id: int, cost: float,
                        losses: Mapping[str, float] | None = None,

@@ -32,7 +32,8 @@ __all__ = [
     "FailRequest", "TrialEnqueue", "TrialPublic", "TrialList", "RecommendationPublic",
     "PredictRequest", "Prediction", "PredictResponse", "Health", "StrategyName",
     "OnlineSummary", "ErrorBody", "FieldError", "LossBounds", "StrictInput", "unstorable",
-    "nesting", "error_field",
+    "nesting", "error_field", "MeasurementItem", "MeasurementBatchIn",
+    "MeasurementBatchPublic", "MAX_MEASUREMENT_BATCH",
 ]
 
 # The names the library's registry holds: the API accepts exactly those, by construction.
@@ -389,6 +390,40 @@ class MeasurementPublic(BaseModel):
     cost: float | None
     created_at: datetime
     proportions: dict[str, float] | None = None
+
+
+# Most checkpoints one batch request carries (a worker's backlog; the body limit applies too).
+MAX_MEASUREMENT_BATCH = 1000
+
+
+class MeasurementItem(_In):
+    """One checkpoint of a batch: a :class:`MeasurementIn` without the worker id, which
+    the batch gives once."""
+
+    step: int = Field(ge=0, le=limits.MAX_STEPS)
+    losses: dict[str, float] = Field(min_length=1, max_length=limits.MAX_DOMAINS)
+    cost: float | None = Field(None, ge=0, le=limits.MAX_COST, description="GPU-seconds so far")
+    proportions: dict[str, float] | None = Field(
+        None, max_length=limits.MAX_DOMAINS,
+        description="the mixture the run trained on at this step (online mixing)")
+
+
+class MeasurementBatchIn(_In):
+    """``POST /trials/{id}/measurements/batch``: several checkpoints of one trial, recorded
+    in order and all or nothing, each checked as ``POST /trials/{id}/measurements`` checks
+    one; a refused item is named by its index (``measurements[2].losses: ...``)."""
+
+    measurements: list[MeasurementItem] = Field(min_length=1,
+                                                max_length=MAX_MEASUREMENT_BATCH)
+    worker_id: str = _HOLDER
+
+
+class MeasurementBatchPublic(BaseModel):
+    """The batch as stored, in the order sent; ``created`` counts the new ones (the rest
+    were replays of recorded steps)."""
+
+    measurements: list[MeasurementPublic]
+    created: int
 
 
 class OnlineSummary(_In):

@@ -3,7 +3,8 @@
 * Heartbeats run in a thread every third of the lease, so a long checkpoint never loses it.
 * Every measurement is posted as it happens; if the server is unreachable it is buffered and
   re-sent (measurements are idempotent on (trial, step)) before the trial completes, so a
-  server blip loses nothing. An online-mixed run's ``proportions`` travel with it.
+  server blip loses nothing; a backlog of several goes in one batch request. An
+  online-mixed run's ``proportions`` travel with it.
 * A backend returning :class:`~workers.backends.BackendResult` completes the trial with its
   online-mixing summary as well as its cost.
 * SIGTERM / SIGINT: the current trial is reported failed-retryable (the server re-queues
@@ -34,6 +35,7 @@ from mfms_client.client import (
     ConflictError,
     InvalidRequestError,
     MFMSClient,
+    NotFoundError,
     ServerUnavailable,
     ServerUnreachable,
 )
@@ -82,6 +84,7 @@ class WorkerAgent:
         self.gave_up: str | None = None
         self._last_failure = ""
         self._studies_seen: set[int] = set()
+        self._batches = True  # send a backlog in one request (False: the server cannot)
 
     # -- lifecycle -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -232,28 +235,48 @@ class WorkerAgent:
 
     def _flush(self, tid: int, buffer: list, patience: float = 0.0) -> bool:
         """Send buffered measurements in order; keep what could not be sent. With
-        ``patience`` > 0, retry transient failures for that many seconds."""
+        ``patience`` > 0, retry transient failures for that many seconds. A backlog of
+        more than one goes in one batch request (all or nothing), unless the server has
+        no batch endpoint (an older one): then one at a time."""
         deadline = time.monotonic() + patience
         delay = 0.5
         while buffer:
-            step, losses, cost, proportions = buffer[0]
+            batch = len(buffer) > 1 and self._batches
+            step = buffer[0][0]
             try:
-                self.client.post_measurement(tid, step, losses, cost, worker_id=self.worker_id,
-                                             proportions=proportions)
+                if batch:
+                    self.client.post_measurements(
+                        tid, [{"step": s, "losses": losses, "cost": cost,
+                               "proportions": proportions}
+                              for s, losses, cost, proportions in buffer],
+                        worker_id=self.worker_id)
+                else:
+                    _, losses, cost, proportions = buffer[0]
+                    self.client.post_measurement(tid, step, losses, cost,
+                                                 worker_id=self.worker_id,
+                                                 proportions=proportions)
             except _TRANSIENT:
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 15.0)
                 continue
+            except NotFoundError:
+                if not batch:
+                    raise
+                self._batches = False  # a server without the batch endpoint
+                continue
             except ConflictError as exc:
                 # The trial is no longer ours (lease lapsed and re-queued): stop running it.
                 raise TrialStopped(str(exc)) from exc
             except InvalidRequestError as exc:
-                raise MeasurementRefused(
-                    f"the server refused the measurement at step {step}: {exc.detail}"
-                ) from exc
-            buffer.pop(0)
+                what = (f"the {len(buffer)} measurements from step {step}" if batch
+                        else f"the measurement at step {step}")
+                raise MeasurementRefused(f"the server refused {what}: {exc.detail}") from exc
+            if batch:
+                buffer.clear()
+            else:
+                buffer.pop(0)
         return True
 
     def _complete(self, tid: int, cost: float, online: dict[str, Any] | None) -> TrialPublic:

@@ -20,7 +20,7 @@ ADMIN, WORKER = "adm1n-s3cret", "w0rker-s3cret"
 WORKER_ROUTES = {  # what a GPU worker needs; everything else that writes is admin-only
     ("POST", "/next-trial"), ("POST", "/trials/{trial_id}/heartbeat"),
     ("POST", "/trials/{trial_id}/measurements"), ("POST", "/trials/{trial_id}/complete"),
-    ("POST", "/trials/{trial_id}/fail"),
+    ("POST", "/trials/{trial_id}/fail"), ("POST", "/trials/{trial_id}/measurements/batch"),
 }
 READ_POSTS = {("POST", "/studies/{study_id}/predict")}  # a POST that only reads
 PUBLIC = {("GET", "/healthz"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),

@@ -15,6 +15,8 @@ from mfms_client.schemas import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    MeasurementBatchIn,
+    MeasurementBatchPublic,
     MeasurementIn,
     MeasurementPublic,
     NextTrialRequest,
@@ -93,6 +95,25 @@ def post_measurement(trial_id: TrialId, body: MeasurementIn, response: Response,
                                  body.proportions)])
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return measurement_public(row)
+
+
+@router.post("/trials/{trial_id}/measurements/batch", response_model=MeasurementBatchPublic,
+             dependencies=[WorkerAuth],
+             responses={201: {"description": "recorded (some may have been already)"},
+                        200: {"description": "all already recorded"}})
+def post_measurements(trial_id: TrialId, body: MeasurementBatchIn, response: Response,
+                      db: DbDep, settings: SettingsDep, studies: StudiesDep
+                      ) -> MeasurementBatchPublic:
+    """Several checkpoints of one trial in one request (a worker's backlog), in order and
+    all or nothing: each is checked as ``POST /trials/{id}/measurements`` checks one, and a
+    refused item is named by its index, ``measurements[i]`` (422 or 409)."""
+    done = _record(db, settings, studies, trial_id, body.worker_id,
+                   [(Measurement(m.step, m.losses, m.cost), m.proportions)
+                    for m in body.measurements], batch=True)
+    created = sum(new for _, new in done)
+    response.status_code = status.HTTP_200_OK if created == 0 else status.HTTP_201_CREATED
+    return MeasurementBatchPublic(measurements=[measurement_public(row) for row, _ in done],
+                                  created=created)
 
 
 def _record(db: Database, settings: Settings, studies: StudyCache, trial_id: int,
