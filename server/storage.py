@@ -17,6 +17,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
@@ -42,6 +43,7 @@ __all__ = [
     "release_proposer", "insert_proposals", "final_objective_of", "check_checkpoints",
     "record_proposal", "Lease", "MeasurementRow", "renew_lease", "study_config",
     "insert_measurement", "CLAIMED_COLUMNS", "any_expired", "running_studies",
+    "complete_leased",
 ]
 
 _Q, _R = TrialState.QUEUED.value, TrialState.RUNNING.value
@@ -546,6 +548,37 @@ def insert_measurement(conn: Connection, *, lease: Lease, measurement: LibMeasur
     existing = conn.execute(_EXISTING, {"tid": lease.id, "step": step}).one()
     _check_replay(existing, lease.id, step, losses, proportions)
     return MeasurementRow(*existing), False
+
+
+_COMPLETE = (
+    update(_TT)
+    .where(_TT.c.id == bindparam("tid"), _TT.c.state == _R, _TT.c.worker_id == bindparam("wid"),
+           select(_MT.c.id).where(_MT.c.trial_id == _TT.c.id).exists())
+    .values(state=TrialState.COMPLETED.value, cost=bindparam("cost"),
+            finished_at=bindparam("now"), lease_expires_at=None)
+    .returning(*_TT.c, select(_ST.c.updated_at).where(_ST.c.id == _TT.c.study_id)
+               .scalar_subquery().label("study_version")))
+_CURVE = select(*_MEASUREMENT_COLUMNS).where(_MT.c.trial_id == bindparam("tid")).order_by(
+    _MT.c.step)
+
+
+def complete_leased(conn: Connection, *, trial_id: int, worker_id: str, cost: float,
+                    now: datetime) -> tuple[Any, datetime] | None:
+    """:func:`complete_trial` on a Core connection for the usual case: the trial runs under
+    ``worker_id``'s lease, has measurements, and the request brings neither final losses
+    nor an online summary. One ``UPDATE .. RETURNING`` (the compare-and-set on state and
+    holder is the lease check), then its curve for the answer. Returns ``(trial, study
+    version)``, the trial as an object with the columns of ``trials`` and its
+    ``measurements``; None in every other case, for the ORM path to handle (an idempotent
+    re-complete, or the 404/409/422 that says why)."""
+    row = conn.execute(_COMPLETE, {"tid": trial_id, "wid": worker_id, "cost": cost,
+                                   "now": now}).first()
+    if row is None:
+        return None
+    columns = row._mapping
+    curve = [MeasurementRow(*m) for m in conn.execute(_CURVE, {"tid": trial_id})]
+    trial = SimpleNamespace(**{c.name: columns[c] for c in _TT.c}, measurements=curve)
+    return trial, columns["study_version"]
 
 
 def complete_trial(session: Session, *, trial: Trial, cost: float,

@@ -175,6 +175,21 @@ def _finished(s, trial, proposer: Proposer, maintainer: Maintainer) -> TrialPubl
              dependencies=[WorkerAuth])
 def complete(trial_id: TrialId, body: CompleteRequest, db: DbDep, proposer: ProposerDep,
              maintainer: MaintainerDep, studies: StudiesDep) -> TrialPublic:
+    if body.losses is None and body.online is None:  # the usual case: the Core path
+        with db.connection() as conn:
+            done = storage.complete_leased(conn, trial_id=trial_id, worker_id=body.worker_id,
+                                           cost=body.cost, now=utcnow())
+            if done is not None:
+                trial, version = done
+                config = studies.at_version(
+                    trial.study_id, version,
+                    lambda: storage.study_config(conn, trial.study_id)).config
+        if done is not None:
+            out = trial_public(trial)
+            if config.has_budget:  # the last trial of a spent budget ends its study
+                proposer.finish_if_done(out.study_id)
+            maintainer.wake()
+            return out
     with db.session() as s:
         trial = storage.get_trial(s, trial_id, lock=True, with_study=True)
         trial = storage.complete_trial(
