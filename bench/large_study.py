@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma list of sqlite, postgresql")
     ap.add_argument("--json", default="bench/results/large_study.json")
     args = ap.parse_args(argv)
+    commit = _commit()  # the code measured: taken before the run, which lasts minutes
     rows = [bench_one(kind, args.trials) for kind in args.db.split(",")]
     cols = [("db", "{}"), ("trials", "{}"), ("generate_s", "{:.1f}"), ("page_s", "{:.3f}"),
             ("walk_s", "{:.2f}"), ("export_s", "{:.2f}"), ("export_mib", "{:.1f}"),
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         print(" | ".join(f.format(r[c]) for c, f in cols))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"commit": _commit(), "command": "python bench/large_study.py "
+    out.write_text(json.dumps({"commit": commit, "command": "python bench/large_study.py "
                                f"--trials {args.trials} --db {args.db}", "results": rows},
                               indent=2) + "\n")
     print(f"wrote {out}")

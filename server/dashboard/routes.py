@@ -13,16 +13,17 @@ with the admin token the user types in; nothing here writes.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from server import storage
+from server import bulk, storage
 from server.api.deps import DbDep, InsightsDep, ReadAuth, StudiesDep, StudyId
 from server.api.views import trial_public
-from server.dashboard.data import Part, history_csv, studies_overview, study_dashboard
+from server.dashboard.data import Part, iter_history_csv, studies_overview, study_dashboard
 from server.errors import NotFound
 
 __all__ = ["router"]
@@ -85,26 +86,42 @@ def dashboard_data(study_id: StudyId, db: DbDep, insights: InsightsDep, studies:
 
 
 @router.get("/studies/{study_id}/history.csv", dependencies=[ReadAuth],
+            response_class=StreamingResponse,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 def history_as_csv(study_id: StudyId, db: DbDep, studies: StudiesDep) -> Response:
-    """Every measurement of every trial, one row each, with the trial's fields."""
+    """Every measurement of every trial, one row each, with the trial's fields; streamed a
+    batch of trials at a time."""
     with db.session() as s:
         study = storage.get_study(s, study_id)
         domains = list(studies.config_of(study).space.mixtures.domains)
-        trials = [trial_public(t) for t in storage.list_trials(s, study_id, None)]
-    return PlainTextResponse(history_csv(trials, domains), media_type="text/csv",
-                             headers={"Content-Disposition":
-                                      f'attachment; filename="study-{study_id}-history.csv"'})
+
+    def body() -> Iterator[str]:
+        with db.session() as s:
+            yield from iter_history_csv(bulk.iter_trial_records(s, study_id), domains)
+
+    return StreamingResponse(body(), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="study-{study_id}-history.csv"'})
 
 
-@router.get("/studies/{study_id}/history.json", dependencies=[ReadAuth])
+@router.get("/studies/{study_id}/history.json", dependencies=[ReadAuth],
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}})
 def history_as_json(study_id: StudyId, db: DbDep) -> Response:
-    """The trials with their measurements, as ``GET /studies/{id}/trials`` gives them."""
+    """The trials with their measurements, as ``GET /studies/{id}/trials`` gives them;
+    streamed a batch of trials at a time."""
     with db.session() as s:
         storage.get_study(s, study_id)
-        trials = [trial_public(t).model_dump(mode="json")
-                  for t in storage.list_trials(s, study_id, None)]
-    return Response(json.dumps({"study_id": study_id, "trials": trials}),
-                    media_type="application/json",
-                    headers={"Content-Disposition":
-                             f'attachment; filename="study-{study_id}-history.json"'})
+
+    def body() -> Iterator[str]:
+        yield f'{{"study_id": {int(study_id)}, "trials": ['
+        first = True
+        with db.session() as s:
+            for batch in bulk.iter_trial_records(s, study_id):
+                text = ", ".join(json.dumps(trial_public(t).model_dump(mode="json"))  # type: ignore[arg-type]
+                                 for t in batch)
+                yield text if first else ", " + text
+                first = False
+        yield "]}"
+
+    return StreamingResponse(body(), media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="study-{study_id}-history.json"'})

@@ -175,6 +175,7 @@ let sortKey = "id", sortDir = 1, selectedTrial = null, lastData = null, tablePag
 const TABLE_PAGE = 100;  // rows drawn at a time: a 10,000-trial table is 100 pages
 const MENU_TRIALS = 200;  // newest trials offered in the per-domain menu
 const SURROGATE_KEYS = ["recommendation", "uniform_prediction", "slices", "progress"];
+let surrogateAt = -Infinity, surrogateTook = 0;  // when it was last asked for, and how long
 // Trials with their measurements, fetched (GET /trials/{id}) when one is drawn alone and
 // the page got only summaries (a large study); kept while their measurement count holds.
 const details = new Map();
@@ -659,13 +660,21 @@ async function renderStudy(id) {
   drawTable(d);
   drawChosen(d);
   if (window.mfmsTimings.overview === undefined) window.mfmsTimings.overview = performance.now();
-  setStatus("updated " + new Date().toLocaleTimeString() + "; fitting the surrogate\u2026");
-  const sg = await getJSON(base + "?part=surrogate");
-  if (lastData === d) {
-    Object.assign(d, sg);
-    drawMixture(d);
-    drawProgress(d);
-    drawSlices(d);
+  // The surrogate's part is asked for again no sooner than three times what it took last
+  // time: on a large study each answer reads every trial, and a poll every 5 s would keep
+  // the server busy with nothing else.
+  if (performance.now() - surrogateAt >= 3 * surrogateTook) {
+    setStatus("updated " + new Date().toLocaleTimeString() + "; fitting the surrogate\u2026");
+    const t0 = performance.now();
+    const sg = await getJSON(base + "?part=surrogate");
+    surrogateAt = performance.now();
+    surrogateTook = surrogateAt - t0;
+    if (lastData === d) {
+      Object.assign(d, sg);
+      drawMixture(d);
+      drawProgress(d);
+      drawSlices(d);
+    }
   }
   if (window.mfmsTimings.surrogate === undefined) window.mfmsTimings.surrogate = performance.now();
   setStatus("updated " + new Date().toLocaleTimeString());
