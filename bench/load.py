@@ -204,10 +204,9 @@ async def _drive(port: int, study_id: int, workers: int, seconds: float) -> dict
     return out
 
 
-def _run(args: argparse.Namespace, source: Path, label: str, server_workers: int
-         ) -> dict[str, Any]:
+def _run(args: argparse.Namespace, source: Path, server_workers: int) -> dict[str, Any]:
     """One load run against ``server_workers`` server processes of the checkout at
-    ``source``; the measured row."""
+    ``source``: the latencies, what was handed out and posted, and the audit."""
     url, cleanup = _fresh_database(args.database_url)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -262,7 +261,8 @@ def _run(args: argparse.Namespace, source: Path, label: str, server_workers: int
             print(f"server log kept at {log_path}", file=sys.stderr)
         else:
             log_path.unlink(missing_ok=True)
-    return _row(f"{label} x{server_workers}", res, stored)
+    res["checks"] = _checks(res, stored)
+    return res
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -275,16 +275,8 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait(10)
 
 
-def _row(label: str, res: dict[str, Any], stored: set[tuple[int, int]]) -> dict[str, Any]:
-    lat = res["lat"]
-    endpoints = {}
-    for name in ENDPOINTS:
-        xs = lat.get(name, [])
-        endpoints[name] = {
-            "requests": len(xs), "p50_ms": 1000 * _percentile(xs, 0.5),
-            "p99_ms": 1000 * _percentile(xs, 0.99),
-            "mean_ms": 1000 * statistics.fmean(xs) if xs else float("nan")}
-    checks = {
+def _checks(res: dict[str, Any], stored: set[tuple[int, int]]) -> dict[str, int]:
+    return {
         "trials_handed_out": len(res["handed"]),
         "handed_out_twice": len(res["handed"]) - len(set(res["handed"])),
         "measurements_posted": len(res["posted"]),
@@ -293,10 +285,25 @@ def _row(label: str, res: dict[str, Any], stored: set[tuple[int, int]]) -> dict[
         "refused_4xx": len(res["refused"]),
         "transport_errors": len(res["transport"]),
     }
-    n_req = sum(len(v) for v in lat.values())
-    return {"label": label, "requests_per_second": n_req / res["wall"],
-            "trials_per_second": len(set(res["handed"])) / res["wall"], "endpoints": endpoints,
-            "checks": checks, "errors": (res["errors"] + res["refused"] + res["transport"])[:20]}
+
+
+def _row(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from one or more runs of the same server: latencies pooled, requests/s over
+    their summed wall time, the audit summed."""
+    lat = {name: [x for r in runs for x in r["lat"].get(name, [])] for name in ENDPOINTS}
+    endpoints = {}
+    for name, xs in lat.items():
+        endpoints[name] = {
+            "requests": len(xs), "p50_ms": 1000 * _percentile(xs, 0.5),
+            "p99_ms": 1000 * _percentile(xs, 0.99),
+            "mean_ms": 1000 * statistics.fmean(xs) if xs else float("nan")}
+    checks = {k: sum(r["checks"][k] for r in runs) for k in runs[0]["checks"]}
+    wall = sum(r["wall"] for r in runs)
+    errors = [e for r in runs for e in r["errors"] + r["refused"] + r["transport"]]
+    return {"label": label, "runs": len(runs),
+            "requests_per_second": sum(len(v) for v in lat.values()) / wall,
+            "trials_per_second": checks["trials_handed_out"] / wall, "endpoints": endpoints,
+            "checks": checks, "errors": errors[:20]}
 
 
 def audit_ok(row: dict[str, Any]) -> bool:
@@ -345,21 +352,30 @@ def _git(*argv: str) -> str:
 
 
 def _with_baseline(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the baseline's server from a temporary worktree of ``args.baseline``, then the
-    working tree's; the worktree is removed whatever happens."""
+    """Run the baseline's server from a temporary worktree of ``args.baseline`` and the
+    working tree's, ``args.rounds`` times each in alternating order (baseline first in odd
+    rounds, second in even ones), so a load from other jobs that comes and goes hits both
+    alike; the worktree is removed whatever happens."""
     sha = _git("rev-parse", "--verify", f"{args.baseline}^{{commit}}")
     path = Path(tempfile.gettempdir()) / f"load-baseline-{sha[:12]}-{os.getpid()}"
+    head = _git("rev-parse", "--short=7", "HEAD")
+    base_workers = args.baseline_server_workers or args.server_workers
     _git("worktree", "add", "--detach", str(path), sha)
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
     try:
-        baseline = _run(args, path, f"baseline {sha[:7]}",
-                        args.baseline_server_workers or args.server_workers)
+        for r in range(args.rounds):
+            order = ["baseline", "current"] if r % 2 == 0 else ["current", "baseline"]
+            for which in order:
+                if which == "baseline":
+                    runs[which].append(_run(args, path, base_workers))
+                else:
+                    runs[which].append(_run(args, ROOT, args.server_workers))
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
                        capture_output=True)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
-    current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}",
-                   args.server_workers)
-    return baseline, current
+    return (_row(f"baseline {sha[:7]} x{base_workers}", runs["baseline"]),
+            _row(f"current {head} x{args.server_workers}", runs["current"]))
 
 
 def _terminate_as_interrupt(signum: int, _frame: object) -> None:
@@ -382,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run a checkout of this git commit first and print the ratios")
     ap.add_argument("--baseline-server-workers", type=int, metavar="N",
                     help="server processes for the baseline (default: --server-workers)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of each server (alternating with the baseline's), pooled")
     ap.add_argument("--json", default="bench/results/load.json")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
@@ -390,11 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         baseline, current = _with_baseline(args)
         rows, ratio = [baseline, current], ratios(baseline, current)
     else:
-        current = _run(args, ROOT, f"current {_git('rev-parse', '--short=7', 'HEAD')}",
-                       args.server_workers)
+        head = _git("rev-parse", "--short=7", "HEAD")
+        current = _row(f"current {head} x{args.server_workers}",
+                       [_run(args, ROOT, args.server_workers) for _ in range(args.rounds)])
         rows, baseline, ratio = [current], None, None
     dialect = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
-    print(f"load: {args.workers} workers, {args.seconds:g} s, {dialect}, strategy "
+    print(f"load: {args.workers} workers, {args.rounds} x {args.seconds:g} s per server, "
+          f"{dialect}, strategy "
           f"{args.strategy}, k={args.domains}, {args.checkpoints} checkpoints per trial "
           "(xN: server processes)")
     print(_format(rows, ratio))

@@ -56,12 +56,14 @@ def test_baseline_run_on_sqlite(load, tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     before = _worktrees()
     rc = load.main(["--database-url", f"sqlite:///{db}", "--workers", "4", "--seconds", "1.5",
-                    "--checkpoints", "2", "--baseline", "HEAD", "--json", str(out)])
+                    "--checkpoints", "2", "--baseline", "HEAD", "--rounds", "2",
+                    "--json", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["baseline"]["label"].startswith("baseline ")
     assert doc["ratio"]["requests_per_second"] > 0
     for row in (doc["baseline"], doc["current"]):
+        assert row["runs"] == 2
         assert row["checks"]["trials_handed_out"] > 0
         assert row["checks"]["measurements_posted"] > 0
         assert load.audit_ok(row), row["errors"]
