@@ -86,8 +86,13 @@ class Database:
             # locked" is then a 503 like any other unavailable database).
             self.engine = _sqlite_engine(self.url, timeout)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=pool_size,
-                                        max_overflow=pool_size, pool_timeout=timeout,
+            # Every connection the process may open (2 x pool_size: at the default, the 40
+            # request threads' worth) stays open in the pool: with half of them as
+            # overflow, each burst past pool_size closed its extra connections again and the
+            # next one connected anew (a new PostgreSQL backend per request under load).
+            self.engine = create_engine(self.url, pool_pre_ping=True,
+                                        pool_size=2 * pool_size, max_overflow=0,
+                                        pool_timeout=timeout,
                                         connect_args=_pg_connect_args(self.url, timeout))
             answer_within = timeout + _CLIENT_GRACE_SECONDS
 
