@@ -68,7 +68,7 @@ def study_dashboard(db: Database, insights: Insights, studies: StudyCache, study
 Part = Literal["all", "overview", "surrogate"]
 INLINE_TRIALS = 200  # up to this many trials, the page gets every measurement at once
 MAX_CURVES = 500  # learning curves drawn at most, evenly spaced in creation order
-MAX_PROGRESS_TRIALS = 1000  # completed mixtures the progress curve is judged on at most
+MAX_PROGRESS_TRIALS = 750  # completed mixtures the progress curve is judged on at most
 MAX_PROGRESS_POINTS = 1000  # points of the progress curve sent at most
 
 
@@ -177,10 +177,12 @@ def _surrogate(insights: Insights, study_id: int, board: _Board) -> dict[str, An
         return out
     out["recommendation"] = rec.model_dump(mode="json")
     finished = sorted(board.finished, key=lambda f: f[1])
-    judged = _judged(finished, MAX_PROGRESS_TRIALS)
     grids = {d: _grid(space, d) for d in _sliced_domains(domains, rec.mixture)}
     slice_mixtures = [_slice(space, rec.mixture, d, v) for d, grid in grids.items()
                       for v in grid]
+    # One prediction call (a request holds at most 1000 mixtures; each call reads the
+    # study's history again): the uniform mixture, the slices, then the judged trials.
+    judged = _judged(finished, min(MAX_PROGRESS_TRIALS, 1000 - 1 - len(slice_mixtures)))
     mixtures = [uniform, *slice_mixtures, *(f[4] for f in judged)]
     preds = _predict(insights, study_id, mixtures)
     if preds is None:
