@@ -14,6 +14,8 @@ The contract every function keeps (Optuna's storage rules):
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -761,13 +763,52 @@ def _spec(trial: Any, metadata: Mapping[str, Any] | None = None) -> TrialSpec:
 _HISTORY_TRIALS = (select(_TT.c.id, _TT.c.state, _TT.c.mixture, _TT.c.model_size, _TT.c.steps,
                           _TT.c.checkpoints, _TT.c.spec_metadata, _TT.c.retry_of, _TT.c.cost)
                    .where(_TT.c.study_id == bindparam("sid")).order_by(_TT.c.id))
-# Only finished runs' curves are history: a queued or running trial is pending (its spec),
-# a cancelled one never ran.
 _HISTORY_CURVES = (select(_MT.c.trial_id, _MT.c.step, _MT.c.losses)
-                   .join(_TT, _TT.c.id == _MT.c.trial_id)
-                   .where(_TT.c.study_id == bindparam("sid"),
-                          _TT.c.state.not_in((_Q, _R, TrialState.CANCELLED.value)))
+                   .where(_MT.c.trial_id.in_(bindparam("ids", expanding=True)))
                    .order_by(_MT.c.trial_id, _MT.c.step))
+_STUDY_CREATED = select(_ST.c.created_at).where(_ST.c.id == bindparam("sid"))
+
+
+class _FinishedCurves:
+    """Per-process cache of finished trials' curves, for :func:`history_of`.
+
+    A finished trial never changes (every write checks that it is running), so its curve,
+    once read, is read again only if this process forgets it. Keyed by database URL, study
+    id and the study's creation time, so a study re-created under a reused id (or a test
+    database emptied and refilled) never sees another's curves; the least recently used
+    studies go first.
+    """
+
+    def __init__(self, max_studies: int = 32) -> None:
+        self.max_studies = max_studies
+        self._lock = threading.Lock()
+        self._studies: OrderedDict[tuple, dict[int, tuple[LibMeasurement, ...]]] = \
+            OrderedDict()
+
+    def curves(self, session: Session, study_id: int, finished: list[int]
+               ) -> dict[int, tuple[LibMeasurement, ...]]:
+        """The curves of the ``finished`` trials of the study (empty when a trial has none),
+        read from the database only for those this process has not seen finished."""
+        created = session.scalar(_STUDY_CREATED, {"sid": study_id})
+        key = (session.get_bind().url.render_as_string(), study_id, created)
+        with self._lock:
+            known = self._studies.setdefault(key, {})
+            self._studies.move_to_end(key)
+            while len(self._studies) > self.max_studies:
+                self._studies.popitem(last=False)
+            missing = [t for t in finished if t not in known]
+        if missing:
+            read: dict[int, list[LibMeasurement]] = {t: [] for t in missing}
+            for i in range(0, len(missing), 5000):  # SQLite binds at most 32766 values
+                for trial_id, step, losses in session.execute(
+                        _HISTORY_CURVES, {"ids": missing[i:i + 5000]}):
+                    read[trial_id].append(LibMeasurement(int(step), dict(losses)))
+            with self._lock:
+                known.update((t, tuple(c)) for t, c in read.items())
+        return known
+
+
+_FINISHED_CURVES = _FinishedCurves()
 
 
 def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list[TrialSpec]]:
@@ -777,13 +818,13 @@ def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list
     their learning curves still inform the surrogate. A run that was retried loses its
     strategy metadata, so bookkeeping such as Hyperband's rungs counts the spec once.
 
-    Two Core queries (trials, then the finished ones' curves), not ORM rows: every
-    proposal reads the whole study, so this is what a top-up costs as a study grows.
+    Every proposal reads the whole study, so this is what a top-up costs as a study grows:
+    the trials come from one Core query, and the curves of finished trials (which never
+    change) from the database only the first time this process sees them finished.
     """
     trials = session.execute(_HISTORY_TRIALS, {"sid": study_id}).all()
-    curves: dict[int, list[LibMeasurement]] = {}
-    for trial_id, step, losses in session.execute(_HISTORY_CURVES, {"sid": study_id}):
-        curves.setdefault(trial_id, []).append(LibMeasurement(int(step), dict(losses)))
+    finished = [t.id for t in trials if t.state not in (_Q, _R, TrialState.CANCELLED.value)]
+    curves = _FINISHED_CURVES.curves(session, study_id, finished)
     retried = {t.retry_of for t in trials if t.retry_of is not None}
     history: list[TrialResult] = []
     pending: list[TrialSpec] = []
@@ -791,11 +832,11 @@ def history_of(session: Session, study_id: int) -> tuple[list[TrialResult], list
         if t.state in (_Q, _R):
             pending.append(_spec(t))
             continue
-        if t.state == TrialState.CANCELLED.value or t.id not in curves:
+        if t.state == TrialState.CANCELLED.value or not curves.get(t.id):
             continue
         meta = {"superseded": True} if t.id in retried else None
         history.append(TrialResult(
-            spec=_spec(t, meta), measurements=tuple(curves[t.id]),
+            spec=_spec(t, meta), measurements=curves[t.id],
             cost=t.cost, completed=t.state == TrialState.COMPLETED.value))
     return history, pending
 
