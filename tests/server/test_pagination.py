@@ -99,6 +99,20 @@ def test_trials_created_while_walking_appear_once(api: MFMSClient, raw) -> None:
     assert seen == ids
 
 
+def test_the_older_after_parameter_still_pages(api: MFMSClient, raw) -> None:
+    """Clients of the first paginated version send ``after=<last trial id>``: an ignored
+    parameter would hand them the first page forever, so it still pages (deprecated)."""
+    s = api.create_study(study_body(strategy={"name": "random"}))
+    ids = _enqueue(api, s.id, 3)
+    url = f"/studies/{s.id}/trials"
+    page = raw.get(url, params={"limit": 2, "after": ids[1]}).json()
+    assert [t["id"] for t in page["trials"]] == ids[2:] and page["next_cursor"] is None
+    first = raw.get(url, params={"limit": 1}).json()
+    r = raw.get(url, params={"after": ids[0], "cursor": first["next_cursor"]})
+    assert r.status_code == 422 and "give one" in r.json()["detail"], r.text
+    assert raw.get(url, params={"after": -1}).status_code == 422
+
+
 def test_an_unknown_study_is_404(raw) -> None:
     assert raw.get("/studies/999/trials").status_code == 404
 

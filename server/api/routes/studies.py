@@ -28,6 +28,7 @@ from mfms_client.schemas import (
 )
 from server import bulk, storage, transfer
 from server.api.deps import (
+    MAX_ID,
     AdminAuth,
     DbDep,
     InsightsDep,
@@ -217,12 +218,19 @@ def list_trials(study_id: StudyId, db: DbDep,
                                    description="page size (default and largest: "
                                                f"{TRIALS_PAGE_LIMIT})"),
                 cursor: str | None = Query(None, max_length=100,
-                                           description="the previous page's next_cursor")
+                                           description="the previous page's next_cursor"),
+                after: int | None = Query(None, ge=0, le=MAX_ID, deprecated=True,
+                                          description="older form of cursor: the last "
+                                                      "trial id of the previous page"),
                 ) -> TrialList:
     """A study's trials in id order, a page at a time: follow ``next_cursor`` until it is
     null. Pages are keyed on the trial id, so a trial created while a client walks them
-    shows up once, on a later page."""
-    states, after = _states(state), _after(cursor)
+    shows up once, on a later page. ``after`` (a trial id) is what clients of the first
+    paginated version send: ignoring it would hand them the first page forever."""
+    if cursor is not None and after is not None:
+        raise ValidationError("cursor and after: give one (after is the older form)")
+    states = _states(state)
+    after = _after(cursor) if cursor is not None else after
     with db.session() as s:
         storage.get_study(s, study_id)
         rows = bulk.trial_records(s, study_id, states, after=after, limit=limit + 1)
