@@ -44,19 +44,23 @@ log = logging.getLogger("mfms.server")
 
 class BodySizeLimit:
     """Refuse request bodies over ``limit`` bytes with 413, counting streamed chunks too
-    (a missing or lying Content-Length cannot exhaust memory)."""
+    (a missing or lying Content-Length cannot exhaust memory). ``larger`` maps exact paths
+    to their own limit: a study export posted to ``/studies/import`` is ~2 kB per trial, so
+    the limit that keeps every other body small would refuse any study of a few hundred."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.default_limit)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(send, self.limit)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
             return
         seen = 0
         too_large = False
@@ -66,7 +70,7 @@ class BodySizeLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     too_large = True
                     raise _BodyTooLarge()
             return msg
@@ -82,7 +86,7 @@ class BodySizeLimit:
         except _BodyTooLarge:
             pass
         if too_large:
-            await _too_large(send, self.limit)
+            await _too_large(send, limit)
 
 
 class _BodyTooLarge(Exception):
@@ -250,7 +254,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trials.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes,
+                       larger={"/studies/import": settings.max_import_bytes})
     app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout_seconds)
     # Outermost (added last): times and logs every request, 413s included.
     app.add_middleware(ObservabilityMiddleware, metrics=app_metrics, router=app.router)

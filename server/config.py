@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     worker_idle_window_seconds: float = Field(
         120.0, gt=0, description="workers seen this recently count when sizing the queue")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest accepted request body")
+    max_import_bytes: int = Field(
+        100_000_000, ge=1024, description="largest accepted body of POST /studies/import: a "
+                                          "study export, ~2 kB per trial of 8 checkpoints")
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="a request body not received in full this long "
                                          "after the server starts reading it is a 408")

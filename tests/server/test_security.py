@@ -55,3 +55,23 @@ def test_oversized_body_is_413(secured: str) -> None:
         r = http.post("/studies", content=b"x" * 10_000,
                       headers={"content-type": "application/json"})
         assert r.status_code == 413 and "larger than 4096 bytes" in r.json()["detail"]
+
+
+def test_an_import_has_its_own_larger_limit(secured: str) -> None:
+    """A study export is ~2 kB per trial: the import route takes bodies up to
+    ``max_import_bytes`` while every other route keeps ``max_body_bytes``."""
+    app = create_app(make_settings(secured, max_body_bytes=4096, max_import_bytes=200_000))
+    auth = {"Authorization": "Bearer s3cret", "content-type": "application/json"}
+    with TestClient(app) as http:
+        api = MFMSClient(http=http, token="s3cret")
+        sid = api.create_study(study_body(strategy={"name": "random"}, name="big")).id
+        for _ in range(20):
+            api.enqueue_trial(sid, {"code": 0.5, "web": 0.25, "books": 0.25}, 20e6, 1000)
+        doc = http.get(f"/studies/{sid}/export").content
+        assert 4096 < len(doc) < 200_000
+        r = http.post("/studies/import", content=doc, headers=auth, params={"name": "big-2"})
+        assert r.status_code == 201, r.text
+        r = http.post("/studies", content=doc, headers=auth)
+        assert r.status_code == 413 and "larger than 4096 bytes" in r.json()["detail"]
+        r = http.post("/studies/import", content=b" " * 200_001, headers=auth)
+        assert r.status_code == 413 and "larger than 200000 bytes" in r.json()["detail"]
