@@ -123,15 +123,8 @@ class Database:
         A lost or refused connection becomes :class:`Unavailable` with a message saying so;
         other errors propagate unchanged after the rollback.
         """
-        try:
-            with self._factory() as s, s.begin():
-                yield s
-        except (OperationalError, PoolTimeout) as exc:
-            raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise Unavailable(f"database connection lost: {_first_line(exc)}") from exc
-            raise
+        with _unavailable_on_lost_connection(), self._factory() as s, s.begin():
+            yield s
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -141,18 +134,25 @@ class Database:
         them server-side after their fifth use on a connection. Commits, rolls back and
         maps failures exactly as :meth:`session` does.
         """
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except (OperationalError, PoolTimeout) as exc:
-            raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise Unavailable(f"database connection lost: {_first_line(exc)}") from exc
-            raise
+        with _unavailable_on_lost_connection(), self.engine.begin() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_on_lost_connection() -> Iterator[None]:
+    """A refused, timed-out or lost connection as :class:`Unavailable` (a 503 naming the
+    cause, which a client may retry); any other database error propagates unchanged."""
+    try:
+        yield
+    except (OperationalError, PoolTimeout) as exc:
+        raise Unavailable(f"database unavailable: {_first_line(exc)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable(f"database connection lost: {_first_line(exc)}") from exc
+        raise
 
 
 def _pg_connect_args(url: str, timeout: float) -> dict[str, Any]:
