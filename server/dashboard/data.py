@@ -413,7 +413,7 @@ def _predict(insights: Insights, study_id: int, mixtures: list[dict[str, float]]
 def _progress(finished: list, predicted: dict[int, float]) -> list[dict[str, Any]]:
     """Cumulative cost after each finished trial, and the best target objective (as the
     current surrogate predicts it) among the mixtures completed so far. Judging every
-    point by today's model keeps this one GP call instead of one refit per trial. Past
+    point by the current model keeps this one GP call instead of one refit per trial. Past
     ``MAX_PROGRESS_POINTS`` only the points where the best improves, the last one and an
     even spread of the rest are sent: the curve is a staircase, drawn the same."""
     points, spent, best = [], 0.0, None
