@@ -7,7 +7,8 @@ attributes): 4 s for a 10,000-trial study before anything is serialised. Here th
 rows come back as plain frozen records from two SQLAlchemy Core selects per batch (the
 trials, then their measurements), with the attribute names of the ORM models, so
 :func:`server.api.views.trial_public` and :func:`server.storage.final_objective_of` take
-either. Inserts are Core bulk inserts, a batch per statement.
+either; :mod:`server.storage`'s Core paths of the worker protocol answer with the same
+records. Inserts are Core bulk inserts, a batch per statement.
 
 Pages are keyed on the trial id (``id > after ORDER BY id LIMIT n``): every page costs the
 same at any depth, and a trial inserted while a client walks the pages appears once, on a

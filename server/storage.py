@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
@@ -33,6 +32,7 @@ from mfms_bo.space import MixtureSpace
 from mfms_bo.study import StudyConfig
 from mfms_bo.trials import Measurement as LibMeasurement
 from mfms_bo.trials import TrialResult, TrialSpec, objective_of
+from server.bulk import MeasurementRecord, TrialRecord
 from server.checks import check_online
 from server.errors import Conflict, NotFound
 from server.models import Measurement, Study, StudyState, Trial, TrialState, Worker
@@ -43,7 +43,7 @@ __all__ = [
     "idle_workers", "heartbeat", "add_measurement", "complete_trial", "fail_trial",
     "reap_expired", "enqueue_trial", "history_of", "queued_count", "acquire_proposer",
     "release_proposer", "insert_proposals", "final_objective_of", "check_checkpoints",
-    "record_proposal", "Lease", "MeasurementRow", "renew_lease", "study_config",
+    "record_proposal", "Lease", "renew_lease", "study_config",
     "insert_measurement", "CLAIMED_COLUMNS", "any_expired", "running_studies",
     "complete_leased",
 ]
@@ -475,27 +475,13 @@ class Lease:
     study_version: datetime
 
 
-@dataclass(frozen=True)
-class MeasurementRow:
-    """A stored measurement as the API shows it (the Core path's answer)."""
-
-    step: int
-    losses: dict[str, float]
-    objective: float | None
-    cost: float | None
-    created_at: datetime
-    proportions: dict[str, float] | None
-
-
 _RENEW = (
     update(_TT)
     .where(_TT.c.id == bindparam("tid"), _TT.c.state == _R, _TT.c.worker_id == bindparam("wid"))
     .values(heartbeat_at=bindparam("now"), lease_expires_at=bindparam("until"))
     .returning(_TT.c.id, _TT.c.study_id, _TT.c.steps,
                select(_ST.c.updated_at).where(_ST.c.id == _TT.c.study_id).scalar_subquery()))
-_MEASUREMENT_COLUMNS = (_MT.c.step, _MT.c.losses, _MT.c.objective, _MT.c.cost, _MT.c.created_at,
-                        _MT.c.proportions)
-_EXISTING = select(*_MEASUREMENT_COLUMNS).where(_MT.c.trial_id == bindparam("tid"),
+_EXISTING = select(_MT).where(_MT.c.trial_id == bindparam("tid"),
                                                 _MT.c.step == bindparam("step"))
 _STUDY_CONFIG = select(_ST.c.config, _ST.c.seed).where(_ST.c.id == bindparam("sid"))
 
@@ -535,7 +521,7 @@ def study_config(conn: Connection, study_id: int) -> tuple[dict[str, Any], int]:
 def insert_measurement(conn: Connection, *, lease: Lease, measurement: LibMeasurement,
                        config: StudyConfig, now: datetime,
                        proportions: Mapping[str, float] | None = None
-                       ) -> tuple[MeasurementRow, bool]:
+                       ) -> tuple[MeasurementRecord, bool]:
     """:func:`add_measurement` for a trial whose lease :func:`renew_lease` just renewed in
     this transaction: the same checks and replay rules, one ``INSERT .. ON CONFLICT DO
     NOTHING`` for a new step (a second statement only for a replay)."""
@@ -546,10 +532,11 @@ def insert_measurement(conn: Connection, *, lease: Lease, measurement: LibMeasur
         "tid": lease.id, "step": step, "losses": losses, "cost": measurement.cost,
         "objective": objective, "proportions": proportions, "now": now}).first()
     if created is not None:
-        return MeasurementRow(step, losses, objective, measurement.cost, now, proportions), True
+        return MeasurementRecord(int(created.id), lease.id, step, losses, objective,
+                                 measurement.cost, now, proportions), True
     existing = conn.execute(_EXISTING, {"tid": lease.id, "step": step}).one()
     _check_replay(existing, lease.id, step, losses, proportions)
-    return MeasurementRow(*existing), False
+    return MeasurementRecord(**existing._mapping), False
 
 
 _COMPLETE = (
@@ -560,26 +547,26 @@ _COMPLETE = (
             finished_at=bindparam("now"), lease_expires_at=None)
     .returning(*_TT.c, select(_ST.c.updated_at).where(_ST.c.id == _TT.c.study_id)
                .scalar_subquery().label("study_version")))
-_CURVE = select(*_MEASUREMENT_COLUMNS).where(_MT.c.trial_id == bindparam("tid")).order_by(
+_CURVE = select(_MT).where(_MT.c.trial_id == bindparam("tid")).order_by(
     _MT.c.step)
 
 
 def complete_leased(conn: Connection, *, trial_id: int, worker_id: str, cost: float,
-                    now: datetime) -> tuple[Any, datetime] | None:
+                    now: datetime) -> tuple[TrialRecord, datetime] | None:
     """:func:`complete_trial` on a Core connection for the usual case: the trial runs under
     ``worker_id``'s lease, has measurements, and the request brings neither final losses
     nor an online summary. One ``UPDATE .. RETURNING`` (the compare-and-set on state and
     holder is the lease check), then its curve for the answer. Returns ``(trial, study
-    version)``, the trial as an object with the columns of ``trials`` and its
-    ``measurements``; None in every other case, for the ORM path to handle (an idempotent
+    version)``, the trial as the :class:`~server.bulk.TrialRecord` the trials list also
+    answers with; None in every other case, for the ORM path to handle (an idempotent
     re-complete, or the 404/409/422 that says why)."""
     row = conn.execute(_COMPLETE, {"tid": trial_id, "wid": worker_id, "cost": cost,
                                    "now": now}).first()
     if row is None:
         return None
     columns = row._mapping
-    curve = [MeasurementRow(*m) for m in conn.execute(_CURVE, {"tid": trial_id})]
-    trial = SimpleNamespace(**{c.name: columns[c] for c in _TT.c}, measurements=curve)
+    curve = tuple(MeasurementRecord(**m._mapping) for m in conn.execute(_CURVE, {"tid": trial_id}))
+    trial = TrialRecord(**{c.name: columns[c] for c in _TT.c}, measurements=curve)
     return trial, columns["study_version"]
 
 
