@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mfms_bo.space import SearchSpace
 
-__all__ = ["Fidelity", "ScoredQuery", "fidelity_grid", "maximize_acquisition",
+__all__ = ["Fidelity", "ScoredQuery", "excluded", "fidelity_grid", "maximize_acquisition",
            "maximize_on_simplex"]
 
 Fidelity = tuple[float, int]
@@ -86,6 +86,15 @@ def maximize_on_simplex(
     return W, vals
 
 
+def excluded(W: Tensor, M: Tensor, Z: Tensor, exclude: Tensor) -> Tensor:
+    """Which of the ``n`` runs ``(W, M, Z)`` repeat a row ``[w, m, z]`` of ``exclude``: the
+    same mixture and size for at most as many steps (on a pool, a table entry already
+    bought)."""
+    key = torch.cat([W, M.unsqueeze(-1)], dim=-1)
+    same = (key.unsqueeze(1) - exclude[:, :-1].unsqueeze(0)).abs().amax(-1) < 1e-9
+    return (same & (Z.unsqueeze(1) <= exclude[:, -1].unsqueeze(0))).any(-1)
+
+
 def maximize_acquisition(
     acq: Callable[[Tensor, Tensor], Tensor],
     space: SearchSpace,
@@ -126,9 +135,7 @@ def maximize_acquisition(
     c = cost(M, Z)
     vals = torch.cat([acq(X[i:i + 2048], c[i:i + 2048]) for i in range(0, X.shape[0], 2048)])
     if exclude is not None and exclude.numel():
-        key = torch.cat([Wr, M.unsqueeze(-1)], dim=-1)
-        same = (key.unsqueeze(1) - exclude[:, :-1].unsqueeze(0)).abs().amax(-1) < 1e-9
-        hit = (same & (Z.unsqueeze(1) <= exclude[:, -1].unsqueeze(0))).any(-1)
+        hit = excluded(Wr, M, Z, exclude)
         vals = torch.where(hit, torch.full_like(vals, -math.inf), vals)
     order = torch.argsort(vals, descending=True)
     best = int(order[0])

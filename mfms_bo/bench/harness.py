@@ -167,13 +167,26 @@ def evaluate_trial(problem: Problem, spec: TrialSpec, seed: int) -> TrialResult:
                        cost=float(problem.cost(spec.model_size, spec.steps)))
 
 
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, merging nested dicts (``surrogate``) key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def run_one(problem: Problem, strategy: str, seed: int, budget: float,
             max_trials: int = 2000, options: dict[str, Any] | None = None) -> RunResult:
     """One strategy on one problem until the budget is spent (``max_trials``: a safety net
-    that marks the run ``capped``). Budget-planning strategies get ``budget`` as an option."""
+    that marks the run ``capped``). Budget-planning strategies get ``budget`` as an option,
+    and a problem may give a strategy options of its own (``strategy_options``, e.g. a
+    table's held-out prior), which ``options`` override key by key."""
     torch.manual_seed(seed)
     space = search_space_of(problem)
-    opts = dict(options or {})
+    opts = _merged(getattr(problem, "strategy_options", {}).get(strategy, {}), options or {})
     cls = STRATEGIES.get(strategy)
     if cls is not None and cls.uses_budget:
         opts.setdefault("budget", float(budget))

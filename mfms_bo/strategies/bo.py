@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mfms_bo.acquisition import CostAwareAcquisition, EIPerCost, TargetKGPerCost, seed_alpha
+from mfms_bo.acquisition import (
+    CostAwareAcquisition,
+    EIPerCost,
+    TargetKGPerCost,
+    choose_fidelity,
+    seed_alpha,
+)
 from mfms_bo.cost import CostModel
 from mfms_bo.errors import ValidationError
 from mfms_bo.limits import real_number, whole_number
@@ -109,6 +115,12 @@ class MFMSBO(Strategy):
             this is the practitioners' screen-then-confirm, decided per mixture by the
             surrogate (the fidelity choice of Kandasamy et al.'s BOCA, 2017).
         screen_threshold: see ``screen_first``.
+        bundle: choose each proposal's fidelity by the KG per cost of an equal-cost bundle
+            of runs there (up to ``max_bundle`` runs, as many as the dearest run on the grid
+            pays for) instead of a single run, then the mixture by KG per cost at that
+            fidelity (:mod:`mfms_bo.acquisition.bundle`): one-step KG undervalues cheap runs,
+            which teach about the target only in numbers. With ``acquisition="kg"`` only.
+        max_bundle: see ``bundle``.
     """
 
     name = "mfms-bo"
@@ -125,6 +137,8 @@ class MFMSBO(Strategy):
         surrogate: dict | None = None,
         screen_first: bool = False,
         screen_threshold: float = 1.0,
+        bundle: bool = False,
+        max_bundle: int = 32,
     ) -> None:
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
@@ -139,6 +153,10 @@ class MFMSBO(Strategy):
             raise ValueError(f"screen_first must be true or false, got {screen_first!r}")
         self.screen_first = screen_first
         self.screen_threshold = real_number("screen_threshold", screen_threshold, 0.0, 100.0)
+        if not isinstance(bundle, bool):
+            raise ValueError(f"bundle must be true or false, got {bundle!r}")
+        self.bundle = bundle
+        self.max_bundle = whole_number("max_bundle", max_bundle, 1, 256)
         self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
@@ -327,8 +345,15 @@ class MFMSBO(Strategy):
         record = self._fit_metadata(fit)
         for _ in range(n - len(out)):
             acq = self._acquisition(gp, best_f, iteration, g)
+            grid = fids
+            if self.bundle and isinstance(acq, TargetKGPerCost):
+                chosen, _ = choose_fidelity(
+                    acq, self.model_space, fids, cost_model.predict,
+                    n_mixtures=self.n_mixtures, max_bundle=self.max_bundle,
+                    exclude=self._exclusions(history, [*pending, *out]), generator=g)
+                grid = fids if chosen is None else [chosen]
             q = maximize_acquisition(
-                acq, self.model_space, fids, cost_model.predict,
+                acq, self.model_space, grid, cost_model.predict,
                 n_mixtures=self.n_mixtures, extra_mixtures=self._top_mixtures(gp, g),
                 exclude=self._exclusions(history, [*pending, *out]), generator=g,
             )

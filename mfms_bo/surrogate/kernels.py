@@ -9,14 +9,23 @@ Three designs, compared in ``bench/README.md``:
   mixture gets better with size and steps), so the product term only has to model *how the
   mixture effect changes with scale*; that is what decides the target optimum and it is
   small next to the trend, which a single product kernel must fit with one amplitude.
-* ``"transfer"`` - ``Matern(w) * (c + s1 * Matern(m, z) + v * m m') + s2 * Matern(m, z)``:
-  the additive design with the mixture effect split in three parts whose sizes are learned:
-  one shared by every scale (``c``: what a small run says about the target, in full), one
-  that drifts linearly in log size (``v``: an optimum that moves with scale, extrapolated
-  along the trend a power law gives in log-log), and one that changes freely with scale
-  (``s1``). The additive design has only the last, so under its lengthscale prior a run at
-  the smallest size is ~0.14-correlated with the target's mixture effect whatever the data
-  say, and a search screens little and extrapolates the optimum's movement back to zero.
+* ``"transfer"`` - ``Matern(w) * (s1 * (rho + (1 - rho) * Matern(m, z)) + v * m m')
+  + s2 * Matern(m, z)``: the additive design with the mixture effect split in three parts
+  whose sizes are learned: a share ``rho`` of it common to every scale (what a small run
+  says about the target, in full), a drift linear in log size (``v``: an optimum that moves
+  with scale, extrapolated along the trend a power law gives in log-log), and the rest free
+  to change with scale. The additive design has only the last, so under its lengthscale
+  prior a run at the smallest size is ~0.14-correlated with the target's mixture effect
+  whatever the data say, and a search screens little and extrapolates the optimum's
+  movement back to zero.
+
+  The share ``rho`` has a Beta prior with mean ``transfer_prior``. Until a study has run
+  several mixtures at a large size, its data cannot tell a shared effect from a free one (one
+  large run fits both equally), so the prior decides how much a screen at the smallest size
+  is believed. Fitted on whole published run tables (every mixture at every size), ``rho``
+  is 0.95 (RegMix), 0.98 (Data Mixing Laws 5Mix) and 0.82 (RedPajama)
+  (``bench/transfer_prior.py``); the default is their mean. With a few large runs that
+  disagree, the likelihood overrules it.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from gpytorch.constraints import Interval
 from gpytorch.kernels import (
     ConstantKernel,
     Kernel,
@@ -34,12 +44,66 @@ from gpytorch.kernels import (
     ScaleKernel,
 )
 from gpytorch.means import LinearMean, Mean
-from gpytorch.priors import GammaPrior
+from gpytorch.priors import GammaPrior, Prior
 from torch import Tensor
 
-__all__ = ["KERNEL_DESIGNS", "build_kernel", "build_mean", "ColumnLinearMean", "compile_kernel"]
+__all__ = ["KERNEL_DESIGNS", "TRANSFER_PRIOR", "build_kernel", "build_mean", "ColumnLinearMean",
+           "SharedFractionKernel", "compile_kernel"]
 
 KERNEL_DESIGNS = ("additive", "transfer", "seed")
+#: Prior mean of the ``transfer`` design's shared share ``rho``: the mean of its fits on the
+#: three published run tables (``python bench/transfer_prior.py``).
+TRANSFER_PRIOR = 0.92
+#: Strength of that prior, as the pseudo-count of a Beta distribution.
+TRANSFER_PRIOR_STRENGTH = 6.0
+
+
+class BetaPrior(Prior, torch.distributions.Beta):
+    """A Beta prior for a parameter in ``(0, 1)`` (GPyTorch ships none)."""
+
+    def __init__(self, concentration1: float, concentration0: float) -> None:
+        torch.nn.Module.__init__(self)
+        torch.distributions.Beta.__init__(
+            self, torch.tensor(float(concentration1), dtype=torch.float64),
+            torch.tensor(float(concentration0), dtype=torch.float64), validate_args=False)
+        self._transform = None
+
+    def expand(self, batch_shape: torch.Size) -> BetaPrior:  # type: ignore[override]
+        return self  # a scalar parameter only
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return super(torch.distributions.Beta, self).__call__(*args, **kwargs)
+
+
+class SharedFractionKernel(Kernel):
+    """``rho + (1 - rho) * base(x, x')`` with ``rho`` in ``(0, 1)``: a correlation that never
+    falls below ``rho``, however far apart the inputs. Over the fidelities, ``rho`` is the
+    share of a mixture effect that every scale has in common."""
+
+    def __init__(self, base_kernel: Kernel, prior_mean: float = TRANSFER_PRIOR,
+                 strength: float = TRANSFER_PRIOR_STRENGTH) -> None:
+        super().__init__()
+        self.base_kernel = base_kernel
+        self.register_parameter("raw_fraction", torch.nn.Parameter(torch.zeros(1)))
+        self.register_constraint("raw_fraction", Interval(1e-4, 1.0 - 1e-4))
+        self.register_prior("fraction_prior",
+                            BetaPrior(prior_mean * strength, (1.0 - prior_mean) * strength),
+                            lambda m: m.fraction, lambda m, v: m._set_fraction(v))
+        self._set_fraction(torch.tensor(prior_mean))
+
+    @property
+    def fraction(self) -> Tensor:
+        return self.raw_fraction_constraint.transform(self.raw_fraction)
+
+    def _set_fraction(self, value: Tensor | float) -> None:
+        value = torch.as_tensor(value, dtype=self.raw_fraction.dtype).reshape(1)
+        self.initialize(raw_fraction=self.raw_fraction_constraint.inverse_transform(value))
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
+        rho = self.fraction.reshape(())
+        base = self.base_kernel(x1, x2, diag=diag, **params)
+        base = base.to_dense() if hasattr(base, "to_dense") else base
+        return rho + (1.0 - rho) * base
 
 
 class ColumnLinearMean(Mean):
@@ -70,8 +134,9 @@ def _matern(dims: tuple[int, ...]) -> MaternKernel:
                         lengthscale_prior=_lengthscale_prior())
 
 
-def build_kernel(design: str, k: int) -> Kernel:
-    """Covariance module for ``k`` mixture coordinates plus two fidelity columns."""
+def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) -> Kernel:
+    """Covariance module for ``k`` mixture coordinates plus two fidelity columns
+    (``transfer_prior``: the ``transfer`` design's prior mean of the shared share)."""
     w_dims = tuple(range(k))
     f_dims = (k, k + 1)
     if design == "seed":
@@ -84,10 +149,10 @@ def build_kernel(design: str, k: int) -> Kernel:
     if design == "additive":
         return ScaleKernel(kw * _matern(f_dims), outputscale_prior=_outputscale_prior()) + trend
     if design == "transfer":
-        shared = ConstantKernel(constant_prior=_outputscale_prior())
         drift = LinearKernel(active_dims=(k,), variance_prior=_outputscale_prior())
-        free = ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior())
-        return kw * (shared + drift + free) + trend
+        effect = ScaleKernel(SharedFractionKernel(_matern(f_dims), transfer_prior),
+                             outputscale_prior=_outputscale_prior())
+        return kw * (effect + drift) + trend
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
 
@@ -145,6 +210,12 @@ def compile_kernel(kernel: Kernel) -> KernelFn | None:
                 return out
 
             return combine
+        if isinstance(kernel, SharedFractionKernel):
+            inner = compile_kernel(kernel.base_kernel)
+            if inner is None:
+                return None
+            rho = kernel.fraction.detach().clone().reshape(())
+            return lambda a, b, diag: rho + (1.0 - rho) * inner(a, b, diag)
         if isinstance(kernel, ConstantKernel):
             const = kernel.constant.detach().clone().reshape(())
 

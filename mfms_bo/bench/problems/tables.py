@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mfms_bo.bench.problem import Problem
@@ -73,6 +73,17 @@ _MIXINGLAWS = {
 }
 
 Curve = list[tuple[int, dict[str, float]]]
+
+
+#: The ``transfer`` kernel's prior share of a mixture effect common to every size, for a
+#: search on each table: the mean of the shares fitted on the *other* two tables
+#: (``python bench/transfer_prior.py``), so that no table's search starts from a prior
+#: fitted on its own runs. The library's default is the mean over all three.
+HELD_OUT_TRANSFER_PRIOR = {
+    "regmix-60m": 0.898,
+    "mixinglaws-5mix": 0.884,
+    "mixinglaws-redpajama": 0.967,
+}
 
 
 class TableProblem:
@@ -128,6 +139,17 @@ class TableProblem:
         self._curves = {float(m): list(c) for m, c in curves.items()}
         self._cand_matrix = [[c[d] for d in self.domains] for c in self.candidates]
         self._targets = [self._objective_at_target(i) for i in range(len(self.candidates))]
+
+    @property
+    def strategy_options(self) -> dict[str, dict[str, Any]]:
+        """Options the benchmark gives a strategy on this table, under the caller's own: the
+        GP strategies' ``transfer`` prior from the other tables
+        (:data:`HELD_OUT_TRANSFER_PRIOR`)."""
+        prior = HELD_OUT_TRANSFER_PRIOR.get(self.name)
+        if prior is None:
+            return {}
+        return {s: {"surrogate": {"transfer_prior": prior}}
+                for s in ("mfms-bo", "mf-bo", "sf-bo")}
 
     def __repr__(self) -> str:
         return (f"TableProblem({self.name!r}, {len(self._targets)} candidates, "

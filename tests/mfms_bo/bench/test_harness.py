@@ -9,7 +9,14 @@ import textwrap
 
 import pytest
 
-from mfms_bo.bench.harness import RunResult, TrialRecord, default_budget, load_problem, run_one
+from mfms_bo.bench.harness import (
+    RunResult,
+    TrialRecord,
+    _merged,
+    default_budget,
+    load_problem,
+    run_one,
+)
 from mfms_bo.bench.problem import Problem
 from mfms_bo.bench.report import (
     format_problems,
@@ -50,6 +57,21 @@ def test_run_one_random(random_run, sim_problem):
 def test_run_one_is_reproducible(sim_problem, random_run):
     again = run_one(sim_problem, "random", seed=0, budget=5 * sim_problem.cost(60e6, 4000))
     assert again.curve == random_run.curve
+
+
+def test_a_problem_gives_options_of_its_own_under_the_callers():
+    from mfms_bo.bench.problems.tables import HELD_OUT_TRANSFER_PRIOR, table_problems
+
+    for name, problem in table_problems().items():
+        for strategy in ("mfms-bo", "mf-bo", "sf-bo"):
+            own = problem.strategy_options[strategy]  # type: ignore[attr-defined]
+            assert own == {"surrogate": {"transfer_prior": HELD_OUT_TRANSFER_PRIOR[name]}}
+    base = {"surrogate": {"transfer_prior": 0.9}, "n_init": 3}
+    assert _merged(base, {"surrogate": {"maxiter": 5}, "n_init": 4}) == {
+        "surrogate": {"transfer_prior": 0.9, "maxiter": 5}, "n_init": 4}
+    assert _merged(base, {"surrogate": {"transfer_prior": 0.5}})["surrogate"] == {
+        "transfer_prior": 0.5}
+    assert base == {"surrogate": {"transfer_prior": 0.9}, "n_init": 3}  # not modified
 
 
 def test_default_budget(sim_problem):

@@ -6,7 +6,12 @@ import pytest
 import torch
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 
-from mfms_bo.surrogate.kernels import KERNEL_DESIGNS, build_kernel, compile_kernel
+from mfms_bo.surrogate.kernels import (
+    KERNEL_DESIGNS,
+    SharedFractionKernel,
+    build_kernel,
+    compile_kernel,
+)
 
 
 def _randomise(kernel: torch.nn.Module, g: torch.Generator) -> None:
@@ -16,6 +21,8 @@ def _randomise(kernel: torch.nn.Module, g: torch.Generator) -> None:
                                                   dtype=torch.float64)
         if isinstance(module, ScaleKernel):
             module.outputscale = 0.2 + torch.rand((), generator=g, dtype=torch.float64)
+        if isinstance(module, SharedFractionKernel):
+            module._set_fraction(0.05 + 0.9 * torch.rand((), generator=g, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("design", KERNEL_DESIGNS)

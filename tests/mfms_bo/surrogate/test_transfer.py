@@ -15,6 +15,7 @@ import torch
 from mfms_bo.recommend import objective_prediction, recommend_from_surrogate
 from mfms_bo.space import FidelitySpace, MixtureSpace, SearchSpace
 from mfms_bo.surrogate import MFMSGP, SurrogateConfig
+from mfms_bo.surrogate.kernels import SharedFractionKernel
 
 LADDER = (10e6, 30e6, 100e6, 300e6)
 A = torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64)
@@ -82,3 +83,38 @@ def test_one_small_run_does_not_pull_the_recommendation_to_a_corner(space):
     target = torch.tensor([LADDER[-1]], dtype=torch.float64)
     gap = float(moving_loss(w_after.unsqueeze(0), target) / moving_loss(B.unsqueeze(0), target))
     assert gap - 1 < 0.01
+
+
+C = torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64)
+
+
+def jumping_loss(W: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Small and mid sizes share the optimum ``A``; at the target it is ``C``, a jump no
+    drift linear in log size explains."""
+    opt = torch.where((m >= LADDER[-1]).unsqueeze(-1), C, A)
+    return 2.0 + 3.0 * (m / 1e6) ** -0.3 + 1.5 * ((W - opt) ** 2).sum(-1)
+
+
+def _shared_share(space: SearchSpace, n_large: int, prior: float) -> float:
+    g = torch.Generator().manual_seed(0)
+    W = space.mixtures.sample(24 + n_large, g)
+    m = torch.cat([torch.tensor(LADDER[:3], dtype=torch.float64).repeat(8),
+                   torch.full((n_large,), LADDER[-1], dtype=torch.float64)])
+    y = jumping_loss(W, m) * torch.exp(0.003 * torch.randn(W.shape[0], generator=g,
+                                                           dtype=torch.float64))
+    X = space.encode(W, m, torch.full((W.shape[0],), 1000.0, dtype=torch.float64))
+    gp = MFMSGP.fit(X, torch.log(y), seed=0,
+                    config=SurrogateConfig(kernel="transfer", transfer_prior=prior))
+    (share,) = [float(k.fraction.detach()) for k in gp.model.modules()
+                if isinstance(k, SharedFractionKernel)]
+    return share
+
+
+def test_the_shared_share_follows_its_prior_until_large_runs_disagree(space):
+    """With one large run the data cannot tell a shared mixture effect from a free one, so
+    the prior decides; a dozen large runs whose optimum is elsewhere pull the share down."""
+    for prior in (0.3, 0.92):
+        assert abs(_shared_share(space, 1, prior) - prior) < 0.1, prior
+    assert _shared_share(space, 12, 0.92) < 0.92 - 0.15
+    with pytest.raises(ValueError, match="transfer_prior"):
+        SurrogateConfig(kernel="transfer", transfer_prior=1.0)
