@@ -38,15 +38,19 @@ def make_history(n_trials: int, seed: int = 0) -> list[TrialResult]:
 
 
 def time_propose(history: list[TrialResult], surrogate: dict | None, repeats: int,
-                 n: int = 1, n_pending: int = 0, acquisition: str = "kg") -> dict[str, float]:
+                 n: int = 1, n_pending: int = 0, options: dict | None = None
+                 ) -> dict[str, float]:
     """Cold call, then ``repeats`` calls of each kind a running study makes: a warm-started
     hyperparameter refit (every ``refit_growth`` of new trials) and a conditioning-only call
     (one more trial, previous hyperparameters). Each call sees a different history so no
     cache can answer it. ``n > 1`` asks for a batch and ``n_pending`` keeps the last trials
     of ``history`` running (fantasised in), as a server does when several workers poll at
-    once. ``acquisition`` is the strategy's option of that name."""
+    once. ``options`` are further options of the strategy (``surrogate`` merged under the
+    caps given here)."""
     space = search_space_of(simulated_problems()["sim-k5"])
-    strat = MFMSBO(space, seed=0, surrogate=surrogate, acquisition=acquisition)
+    opts = dict(options or {})
+    surrogate = {**opts.pop("surrogate", {}), **(surrogate or {})} or None
+    strat = MFMSBO(space, seed=0, surrogate=surrogate, **opts)
     pending = [t.spec for t in history[len(history) - n_pending:]]
     history = history[: len(history) - n_pending]
     t = time.perf_counter()
@@ -129,21 +133,24 @@ def main() -> None:
                     help="also time a batch of this many proposals with as many pending "
                          "trials, at the largest size (0: skip)")
     ap.add_argument("--acquisition", default="kg", help="mfms-bo's acquisition option")
+    ap.add_argument("--options", default="{}",
+                    help='further mfms-bo options as JSON, e.g. \'{"bundle": true}\'')
     ap.add_argument("--exact-max-trials", type=int, default=300,
                     help="time the exact-GP baseline only up to this many trials")
     ap.add_argument("--tradeoff", type=int, default=0,
                     help="also tabulate accuracy against fit time of the fit/condition caps "
                          "on a history of this many trials (0: skip)")
     args = ap.parse_args()
+    options = {**json.loads(args.options), "acquisition": args.acquisition}
     torch.set_num_threads(2)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         hist = make_history(n)
-        ours = time_propose(hist, None, args.repeats, acquisition=args.acquisition)
+        ours = time_propose(hist, None, args.repeats, options=options)
         exact = None
         if n <= args.exact_max_trials:
             exact = time_propose(hist, {"max_fit_points": 1000, "max_condition_points": 20_000,
-                                        "refit_growth": 0.0}, 1, acquisition=args.acquisition)
+                                        "refit_growth": 0.0}, 1, options=options)
         rows.append({"trials": n, "observations": sum(len(h.measurements) for h in hist),
                      "mfms_bo": ours, "exact_gp": exact,
                      "speedup": exact["refit_median_s"] / ours["amortised_s"] if exact else None})
@@ -163,7 +170,7 @@ def main() -> None:
     if args.batch > 0:
         n = max(int(s) for s in args.sizes.split(","))
         batch = time_propose(make_history(n), None, args.repeats, n=args.batch,
-                             n_pending=args.batch, acquisition=args.acquisition)
+                             n_pending=args.batch, options=options)
         print(f"\nbatch of {batch['n']} with {batch['pending']} pending, {n} trials: "
               f"refit median / max {batch['refit_median_s']:.2f} / {batch['refit_max_s']:.2f} s, "
               f"conditioning-only {batch['condition_median_s']:.2f} / "

@@ -116,7 +116,7 @@ def choose_fidelity(
     cost: Callable[[Tensor, Tensor], Tensor],
     n_mixtures: int = 256,
     max_bundle: int = 32,
-    n_candidates: int = 64,
+    n_candidates: int = 32,
     n_samples: int = 256,
     exclude: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -146,20 +146,30 @@ def choose_fidelity(
     costs = cost(F[:, 0], F[:, 1]).to(torch.float64).clamp(min=1e-300)
     dearest = float(costs.max())
     z = torch.randn(max_bundle, n_samples, generator=generator, dtype=torch.float64)
+    # Every fidelity's candidates scored in one pass (the acquisition's cost is one
+    # triangular solve per candidate; one call shares the kernel work across fidelities).
+    nW = W.shape[0]
+    Wr = W.repeat(len(fidelities), 1)
+    M = F[:, 0].repeat_interleave(nW)
+    Z = F[:, 1].repeat_interleave(nW)
+    X = space.encode(Wr, M, Z)
+    single = torch.cat([acq.knowledge_gradient(X[i:i + 2048])
+                        for i in range(0, X.shape[0], 2048)])
+    if exclude is not None and exclude.numel():
+        single = torch.where(excluded(Wr, M, Z, exclude), torch.full_like(single, -math.inf),
+                             single)
     values: list[BundleValue] = []
     for i, (m, steps) in enumerate(fidelities):
-        M = torch.full((W.shape[0],), float(m), dtype=torch.float64)
-        Z = torch.full((W.shape[0],), float(steps), dtype=torch.float64)
-        X = space.encode(W, M, Z)
-        if exclude is not None and exclude.numel():
-            X = X[~excluded(W, M, Z, exclude)]
-        if X.shape[0] == 0:
+        rows = slice(i * nW, (i + 1) * nW)
+        kg_f = single[rows]
+        top = torch.argsort(kg_f, descending=True)[:n_candidates]
+        top = top[torch.isfinite(kg_f[top])]
+        if top.numel() == 0:
             continue
-        single = acq.knowledge_gradient(X)
-        top = torch.argsort(single, descending=True)[:n_candidates]
         c = float(costs[i])
         q = int(min(max_bundle, top.numel(), max(1, math.floor(dearest / c + 1e-9))))
-        members = X[top][_greedy_bundle(acq, X[top], q)]
+        Xf = X[rows][top]
+        members = Xf[_greedy_bundle(acq, Xf, q)]
         kg = bundle_knowledge_gradient(acq, members, z)
         values.append(BundleValue((float(m), int(steps)), q, q * c, kg))
     best = max(values, key=lambda v: v.per_cost, default=None)
