@@ -18,7 +18,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,6 +45,7 @@ from mfms_bo.recommend import (
 from mfms_bo.space import SearchSpace
 from mfms_bo.strategies.base import Proposal, Strategy, restrict_fidelities, training_data
 from mfms_bo.strategies.hyperband import budget_ladder
+from mfms_bo.strategies.screen import costs_reported
 from mfms_bo.surrogate.mfms_gp import MFMSGP, SurrogateConfig
 from mfms_bo.trials import TrialResult, TrialSpec
 
@@ -121,6 +122,13 @@ class MFMSBO(Strategy):
             fidelity (:mod:`mfms_bo.acquisition.bundle`): one-step KG undervalues cheap runs,
             which teach about the target only in numbers. With ``acquisition="kg"`` only.
         max_bundle: see ``bundle``.
+        trial_price: what one trial costs on top of its compute, in the unit of the reported
+            costs, for a study whose trial budget runs out too: the acquisition divides by
+            ``cost + trial_price`` (``C / T`` for a cost budget ``C`` and ``T`` trials), so a
+            screening run is priced by the trial it uses up, not by its compute alone.
+            Ignored until a cost has been reported (before that, predicted costs are in the
+            prior's unit). Off by default: it did not help the default design under the
+            demo's 40-trial cap (docs/decisions.md).
     """
 
     name = "mfms-bo"
@@ -139,6 +147,7 @@ class MFMSBO(Strategy):
         screen_threshold: float = 1.0,
         bundle: bool = False,
         max_bundle: int = 32,
+        trial_price: float = 0.0,
     ) -> None:
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
@@ -157,6 +166,7 @@ class MFMSBO(Strategy):
             raise ValueError(f"bundle must be true or false, got {bundle!r}")
         self.bundle = bundle
         self.max_bundle = whole_number("max_bundle", max_bundle, 1, 256)
+        self.trial_price = real_number("trial_price", trial_price, 0.0, 1e300)
         self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
@@ -337,7 +347,7 @@ class MFMSBO(Strategy):
             while len(out) < n:
                 out.append(self._initial(0, g, max_model_size))
             return Proposal(out)
-        cost_model = self._cost_model(history)
+        cost = self._run_cost(history)
         fids = self._fidelities(max_model_size)
         best_f = float(self._data(history)[1].min())
         iteration = max(0, len(history) + len(pending) - self._n_initial())
@@ -348,12 +358,12 @@ class MFMSBO(Strategy):
             grid = fids
             if self.bundle and isinstance(acq, TargetKGPerCost):
                 chosen, _ = choose_fidelity(
-                    acq, self.model_space, fids, cost_model.predict,
+                    acq, self.model_space, fids, cost,
                     n_mixtures=self.n_mixtures, max_bundle=self.max_bundle,
                     exclude=self._exclusions(history, [*pending, *out]), generator=g)
                 grid = fids if chosen is None else [chosen]
             q = maximize_acquisition(
-                acq, self.model_space, grid, cost_model.predict,
+                acq, self.model_space, grid, cost,
                 n_mixtures=self.n_mixtures, extra_mixtures=self._top_mixtures(gp, g),
                 exclude=self._exclusions(history, [*pending, *out]), generator=g,
             )
@@ -369,6 +379,15 @@ class MFMSBO(Strategy):
             gp = gp.fantasize(self._inputs([spec]))
             iteration += 1
         return Proposal(out, (fit,))
+
+    def _run_cost(self, history: Sequence[TrialResult]) -> Callable[[Tensor, Tensor], Tensor]:
+        """What a run at ``(sizes, steps)`` costs the study: its predicted compute plus the
+        ``trial_price`` once costs are reported in the budget's unit."""
+        predict = self._cost_model(history).predict
+        price = self.trial_price if costs_reported(history) else 0.0
+        if price == 0.0:
+            return predict
+        return lambda sizes, steps: predict(sizes, steps) + price
 
     def _screen_fidelity(self, gp: MFMSGP, w: Tensor, size: float, steps: int,
                          fids: list[tuple[float, int]], history: Sequence[TrialResult],

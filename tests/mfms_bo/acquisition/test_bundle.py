@@ -128,3 +128,19 @@ def test_mfms_bo_with_bundles_proposes_the_same_run_from_the_same_history():
         MFMSBO(space, bundle="yes")
     with pytest.raises(ValueError, match="max_bundle"):
         MFMSBO(space, max_bundle=0)
+
+
+def test_a_trial_price_is_added_to_every_run_once_costs_are_reported():
+    problem = make_simulated("t", k=3, seed=1, model_sizes=[20e6, 60e6, 150e6],
+                             target_model_size=150e6, steps=(500, 4000), checkpoints=4)
+    space = search_space_of(problem)
+    strat = MFMSBO(space, seed=0, trial_price=7.0)
+    sizes = torch.tensor([20e6, 150e6], dtype=torch.float64)
+    steps = torch.tensor([500.0, 4000.0], dtype=torch.float64)
+    # No cost reported yet: predictions are in the prior's unit, the price is not added.
+    assert torch.equal(strat._run_cost([])(sizes, steps),
+                       strat._cost_model([]).predict(sizes, steps))
+    (spec,) = strat.propose([], [])
+    history = [evaluate_trial(problem, spec, 0)]
+    compute = strat._cost_model(history).predict(sizes, steps)
+    torch.testing.assert_close(strat._run_cost(history)(sizes, steps), compute + 7.0)
