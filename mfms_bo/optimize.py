@@ -21,7 +21,7 @@ from torch import Tensor
 from mfms_bo.space import SearchSpace
 
 __all__ = ["Fidelity", "ScoredQuery", "excluded", "fidelity_grid", "maximize_acquisition",
-           "maximize_on_simplex"]
+           "maximize_on_simplex", "score_grid"]
 
 Fidelity = tuple[float, int]
 
@@ -95,6 +95,30 @@ def excluded(W: Tensor, M: Tensor, Z: Tensor, exclude: Tensor) -> Tensor:
     return (same & (Z.unsqueeze(1) <= exclude[:, -1].unsqueeze(0))).any(-1)
 
 
+def score_grid(
+    score: Callable[[Tensor, Tensor, Tensor], Tensor],
+    space: SearchSpace,
+    W: Tensor,
+    fidelities: list[Fidelity],
+    exclude: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Every mixture of ``W`` at every fidelity, fidelity-major, scored: ``(Wr, M, Z, X,
+    vals)``. ``score(X, M, Z)`` gets the GP inputs, sizes and steps of up to 2048 rows at a
+    time (one call shares the kernel work across fidelities); a run that would repeat a row
+    of ``exclude`` (see :func:`excluded`) scores ``-inf``."""
+    F = torch.tensor(fidelities, dtype=torch.float64)  # f x 2
+    nW = W.shape[0]
+    Wr = W.repeat(F.shape[0], 1)
+    M = F[:, 0].repeat_interleave(nW)
+    Z = F[:, 1].repeat_interleave(nW)
+    X = space.encode(Wr, M, Z)
+    vals = torch.cat([score(X[i:i + 2048], M[i:i + 2048], Z[i:i + 2048])
+                      for i in range(0, X.shape[0], 2048)])
+    if exclude is not None and exclude.numel():
+        vals = torch.where(excluded(Wr, M, Z, exclude), torch.full_like(vals, -math.inf), vals)
+    return Wr, M, Z, X, vals
+
+
 def maximize_acquisition(
     acq: Callable[[Tensor, Tensor], Tensor],
     space: SearchSpace,
@@ -126,17 +150,8 @@ def maximize_acquisition(
     if extra_mixtures is not None and not pool and extra_mixtures.numel():
         W = torch.cat([W, extra_mixtures.to(W.dtype)])
     k = space.k
-    F = torch.tensor(fidelities, dtype=torch.float64)  # f x 2
-    nW, nF = W.shape[0], F.shape[0]
-    Wr = W.repeat(nF, 1)  # (f * n) x k, fidelity-major
-    M = F[:, 0].repeat_interleave(nW)
-    Z = F[:, 1].repeat_interleave(nW)
-    X = space.encode(Wr, M, Z)
-    c = cost(M, Z)
-    vals = torch.cat([acq(X[i:i + 2048], c[i:i + 2048]) for i in range(0, X.shape[0], 2048)])
-    if exclude is not None and exclude.numel():
-        hit = excluded(Wr, M, Z, exclude)
-        vals = torch.where(hit, torch.full_like(vals, -math.inf), vals)
+    Wr, M, Z, _, vals = score_grid(lambda X, Ms, Zs: acq(X, cost(Ms, Zs)), space, W,
+                                   fidelities, exclude)
     order = torch.argsort(vals, descending=True)
     best = int(order[0])
     best_w, best_m, best_z, best_v = Wr[best], float(M[best]), int(Z[best]), float(vals[best])

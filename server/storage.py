@@ -482,7 +482,7 @@ _RENEW = (
     .returning(_TT.c.id, _TT.c.study_id, _TT.c.steps,
                select(_ST.c.updated_at).where(_ST.c.id == _TT.c.study_id).scalar_subquery()))
 _EXISTING = select(_MT).where(_MT.c.trial_id == bindparam("tid"),
-                                                _MT.c.step == bindparam("step"))
+                              _MT.c.step == bindparam("step"))
 _STUDY_CONFIG = select(_ST.c.config, _ST.c.seed).where(_ST.c.id == bindparam("sid"))
 
 

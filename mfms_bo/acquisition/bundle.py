@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mfms_bo.acquisition.target_kg import TargetKGPerCost, knowledge_gradient
-from mfms_bo.optimize import Fidelity, excluded
+from mfms_bo.optimize import Fidelity, score_grid
 from mfms_bo.space import SearchSpace
 
 __all__ = ["BundleValue", "bundle_knowledge_gradient", "choose_fidelity"]
@@ -146,18 +146,9 @@ def choose_fidelity(
     costs = cost(F[:, 0], F[:, 1]).to(torch.float64).clamp(min=1e-300)
     dearest = float(costs.max())
     z = torch.randn(max_bundle, n_samples, generator=generator, dtype=torch.float64)
-    # Every fidelity's candidates scored in one pass (the acquisition's cost is one
-    # triangular solve per candidate; one call shares the kernel work across fidelities).
     nW = W.shape[0]
-    Wr = W.repeat(len(fidelities), 1)
-    M = F[:, 0].repeat_interleave(nW)
-    Z = F[:, 1].repeat_interleave(nW)
-    X = space.encode(Wr, M, Z)
-    single = torch.cat([acq.knowledge_gradient(X[i:i + 2048])
-                        for i in range(0, X.shape[0], 2048)])
-    if exclude is not None and exclude.numel():
-        single = torch.where(excluded(Wr, M, Z, exclude), torch.full_like(single, -math.inf),
-                             single)
+    _, _, _, X, single = score_grid(lambda Xc, _m, _z: acq.knowledge_gradient(Xc), space, W,
+                                    fidelities, exclude)
     values: list[BundleValue] = []
     for i, (m, steps) in enumerate(fidelities):
         rows = slice(i * nW, (i + 1) * nW)

@@ -355,17 +355,18 @@ class MFMSBO(Strategy):
         record = self._fit_metadata(fit)
         for _ in range(n - len(out)):
             acq = self._acquisition(gp, best_f, iteration, g)
+            exclude = self._exclusions(history, [*pending, *out])
             grid = fids
             if self.bundle and isinstance(acq, TargetKGPerCost):
                 chosen, _ = choose_fidelity(
                     acq, self.model_space, fids, cost,
                     n_mixtures=self.n_mixtures, max_bundle=self.max_bundle,
-                    exclude=self._exclusions(history, [*pending, *out]), generator=g)
+                    exclude=exclude, generator=g)
                 grid = fids if chosen is None else [chosen]
             q = maximize_acquisition(
                 acq, self.model_space, grid, cost,
                 n_mixtures=self.n_mixtures, extra_mixtures=self._top_mixtures(gp, g),
-                exclude=self._exclusions(history, [*pending, *out]), generator=g,
+                exclude=exclude, generator=g,
             )
             if not math.isfinite(q.score):  # a pool exhausted at every fidelity
                 break
