@@ -32,12 +32,19 @@ def _report(api: MFMSClient, a, steps: list[int]) -> None:
         api.post_measurement(a.trial_id, step, fake_losses(a.mixture, step), worker_id="w")
 
 
-def test_history_follows_the_database_as_trials_finish(api: MFMSClient) -> None:
+def _study_with_one_finished_trial(api: MFMSClient):
+    """A new random-strategy study whose first trial reported every checkpoint and
+    completed: ``(database, study id, that trial's assignment)``."""
     db = api._http.app.state.db
     sid = api.create_study(study_body(strategy={"name": "random"})).id
     a = api.next_trial("w", study_id=sid)
     _report(api, a, a.checkpoints)
     api.complete_trial(a.trial_id, cost=1.0, worker_id="w")
+    return db, sid, a
+
+
+def test_history_follows_the_database_as_trials_finish(api: MFMSClient) -> None:
+    db, sid, a = _study_with_one_finished_trial(api)
     assert _history(db, sid) == _from_rows(db, sid) and len(_from_rows(db, sid)) == 1
     b = api.next_trial("w", study_id=sid)
     _report(api, b, b.checkpoints[:1])  # running: not history yet
@@ -51,11 +58,7 @@ def test_history_follows_the_database_as_trials_finish(api: MFMSClient) -> None:
 
 
 def test_a_study_recreated_under_the_same_id_sees_only_its_own_curves(api: MFMSClient) -> None:
-    db = api._http.app.state.db
-    sid = api.create_study(study_body(strategy={"name": "random"})).id
-    a = api.next_trial("w", study_id=sid)
-    _report(api, a, a.checkpoints)
-    api.complete_trial(a.trial_id, cost=1.0, worker_id="w")
+    db, sid, _ = _study_with_one_finished_trial(api)
     assert len(_history(db, sid)) == 1
     with db.session() as s:  # as a database emptied and refilled (ids restart)
         s.execute(storage.Measurement.__table__.delete())
