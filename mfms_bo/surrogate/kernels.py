@@ -19,7 +19,7 @@ Three designs, compared in ``bench/README.md``:
   whatever the data say, and a search screens little and extrapolates the optimum's
   movement back to zero.
 
-  The share ``rho`` has a Beta prior with mean ``transfer_prior``. Until a study has run
+  The share ``rho`` has a Beta prior whose mode is ``transfer_prior``. Until a study has run
   several mixtures at a large size, its data cannot tell a shared effect from a free one (one
   large run fits both equally), so the prior decides how much a screen at the smallest size
   is believed. Fitted on whole published run tables (every mixture at every size), ``rho``
@@ -51,11 +51,25 @@ __all__ = ["KERNEL_DESIGNS", "TRANSFER_PRIOR", "build_kernel", "build_mean", "Co
            "SharedFractionKernel", "compile_kernel"]
 
 KERNEL_DESIGNS = ("additive", "transfer", "seed")
-#: Prior mean of the ``transfer`` design's shared share ``rho``: the mean of its fits on the
+#: Prior mode of the ``transfer`` design's shared share ``rho``: the mean of its fits on the
 #: three published run tables (``python bench/transfer_prior.py``).
 TRANSFER_PRIOR = 0.92
-#: Strength of that prior, as the pseudo-count of a Beta distribution.
+#: Strength of that prior: the Beta distribution's ``a + b``.
 TRANSFER_PRIOR_STRENGTH = 6.0
+
+
+def beta_with_mode(mode: float, strength: float) -> tuple[float, float]:
+    """``(a, b)`` of the Beta distribution with this mode and ``a + b = strength`` (> 2).
+
+    The fit is a MAP estimate, so the prior's *mode* is where ``rho`` lands when the data
+    cannot tell (one large run). A Beta given by its mean instead has ``b < 1`` for a mean
+    near 1 (0.92 at strength 6 is Beta(5.5, 0.48)): its density grows without bound at 1, so
+    the MAP went to ``rho = 0.9999`` and claimed that small runs determine the target's
+    mixture effect exactly, which made the target's intervals far too narrow.
+    """
+    if not 0.0 < mode < 1.0 or strength <= 2.0:
+        raise ValueError(f"need 0 < mode < 1 and strength > 2, got {mode}, {strength}")
+    return 1.0 + mode * (strength - 2.0), 1.0 + (1.0 - mode) * (strength - 2.0)
 
 
 class BetaPrior(Prior, torch.distributions.Beta):
@@ -80,16 +94,16 @@ class SharedFractionKernel(Kernel):
     falls below ``rho``, however far apart the inputs. Over the fidelities, ``rho`` is the
     share of a mixture effect that every scale has in common."""
 
-    def __init__(self, base_kernel: Kernel, prior_mean: float = TRANSFER_PRIOR,
+    def __init__(self, base_kernel: Kernel, prior_mode: float = TRANSFER_PRIOR,
                  strength: float = TRANSFER_PRIOR_STRENGTH) -> None:
         super().__init__()
         self.base_kernel = base_kernel
         self.register_parameter("raw_fraction", torch.nn.Parameter(torch.zeros(1)))
         self.register_constraint("raw_fraction", Interval(1e-4, 1.0 - 1e-4))
         self.register_prior("fraction_prior",
-                            BetaPrior(prior_mean * strength, (1.0 - prior_mean) * strength),
+                            BetaPrior(*beta_with_mode(prior_mode, strength)),
                             lambda m: m.fraction, lambda m, v: m._set_fraction(v))
-        self._set_fraction(torch.tensor(prior_mean))
+        self._set_fraction(torch.tensor(prior_mode))
 
     @property
     def fraction(self) -> Tensor:
@@ -136,7 +150,7 @@ def _matern(dims: tuple[int, ...]) -> MaternKernel:
 
 def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) -> Kernel:
     """Covariance module for ``k`` mixture coordinates plus two fidelity columns
-    (``transfer_prior``: the ``transfer`` design's prior mean of the shared share)."""
+    (``transfer_prior``: the ``transfer`` design's prior mode of the shared share)."""
     w_dims = tuple(range(k))
     f_dims = (k, k + 1)
     if design == "seed":

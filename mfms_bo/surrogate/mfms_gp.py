@@ -53,10 +53,10 @@ class SurrogateConfig:
     Attributes:
         kernel: ``"additive"`` (default), ``"transfer"`` or ``"seed"``; see
             :mod:`mfms_bo.surrogate.kernels`.
-        transfer_prior: the ``transfer`` design's prior mean of the share of a mixture's
-            effect that every scale has in common (0.92 by default, fitted on the published
-            run tables); lower it where small runs are known to rank mixtures unlike the
-            target.
+        transfer_prior: the ``transfer`` design's prior mode (its most likely value) of the
+            share of a mixture's effect that every scale has in common (0.92 by default,
+            fitted on the published run tables); lower it where small runs are known to
+            rank mixtures unlike the target.
         max_fit_points: observations used to fit hyperparameters.
         max_condition_points: observations the posterior conditions on.
         maxiter: L-BFGS iterations for a cold fit.
