@@ -27,10 +27,15 @@ from mfms_bo.errors import MFMSError
 from mfms_client.schemas import ErrorBody, error_field
 from server import dashboard, migrate
 from server.api.routes import health, metrics, studies, trials
+from server.api.worker_fast_path import (
+    WorkerFastPath,
+    library_error_response,
+    service_error_response,
+)
 from server.checks import too_deep_field
 from server.config import Settings
 from server.db import Database
-from server.errors import ServiceError, Unavailable
+from server.errors import ServiceError
 from server.insights import Insights
 from server.maintenance import Maintainer
 from server.observability import Metrics, ObservabilityMiddleware
@@ -209,14 +214,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if isinstance(exc, Unavailable):
-            headers = {"Retry-After": "5"}
-        return JSONResponse({"detail": str(exc)}, exc.status, headers=headers)
+        return service_error_response(exc)
 
     @app.exception_handler(MFMSError)
     async def _library_error(_: Request, exc: MFMSError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 422)
+        return library_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -254,6 +256,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trials.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    # Innermost: the worker protocol's hot routes skip FastAPI's own layers.
+    app.add_middleware(WorkerFastPath, fastapi_app=app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes,
                        larger={"/studies/import": settings.max_import_bytes})
     app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout_seconds)

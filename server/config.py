@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     body_read_timeout_seconds: float = Field(
         30.0, gt=0, le=3600, description="a request body not received in full this long "
                                          "after the server starts reading it is a 408")
+    worker_fast_path: bool = Field(
+        True, description="serve /next-trial, measurements and /complete without FastAPI's "
+                          "per-request layers (same answers; off only to compare)")
     pool_size: int = Field(20, ge=1, description="PostgreSQL connection pool size")
     database_timeout_seconds: float = Field(
         5.0, gt=0, le=600, description="longest a request waits on the database (connect, "
