@@ -13,6 +13,7 @@ The contract every function keeps (Optuna's storage rules):
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -54,6 +55,7 @@ _Retry = aliased(Trial)
 # their compiled form without computing a cache key per call, and their SQL never varies,
 # so psycopg prepares them on each pooled connection after a few uses.
 _TT, _MT, _ST = Trial.__table__, Measurement.__table__, Study.__table__
+_WT = Worker.__table__
 #: What a claim returns: the columns of a worker's assignment.
 CLAIMED_COLUMNS = (_TT.c.id, _TT.c.study_id, _TT.c.mixture, _TT.c.model_size, _TT.c.steps,
                    _TT.c.checkpoints, _TT.c.attempt, _TT.c.spec_metadata,
@@ -297,41 +299,64 @@ def claim_trial(session: Session | Connection, *, worker_id: str, study_id: int 
     state = 'queued' RETURNING ..``, the compare-and-set on the state row-locked by the
     sub-select, so no two transactions (of any server process) claim the same trial.
     """
+    claim, probe = _claim_statements(study_id is not None, max_model_size is not None,
+                                     study_ids is not None)
+    params: dict[str, Any] = {"wid": worker_id, "now": now,
+                              "until": now + timedelta(seconds=lease_seconds)}
+    if study_id is not None:
+        params["sid"] = study_id
+    if max_model_size is not None:
+        params["max_size"] = max_model_size * (1 + 1e-9)
+    if study_ids is not None:
+        if not study_ids:
+            return None
+        params["sids"] = sorted(study_ids)
     for _ in range(8):
-        q = (select(Trial.id).join(Study, Study.id == Trial.study_id)
-             .where(Trial.state == _Q, Study.state == StudyState.RUNNING.value))
-        if study_id is not None:
-            q = q.where(Trial.study_id == study_id)
-        if max_model_size is not None:
-            q = q.where(Trial.model_size <= max_model_size * (1 + 1e-9))
-        if study_ids is not None:
-            if not study_ids:
-                return None
-            q = q.where(Trial.study_id.in_(sorted(study_ids)))
-        q = (q.order_by(Trial.priority, Trial.id).limit(1)
-             .with_for_update(skip_locked=True, of=Trial))
-        row = session.execute(
-            update(_TT).where(_TT.c.id == q.scalar_subquery(), _TT.c.state == _Q)
-            .values(state=_R, worker_id=worker_id, started_at=now, heartbeat_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds))
-            .returning(*CLAIMED_COLUMNS)).first()
+        row = session.execute(claim, params).first()
         if row is not None:
             return row
-        if session.execute(q).first() is None:
+        if session.execute(probe, params).first() is None:
             return None  # nothing claimable (else another claim raced us: try again)
     return None
+
+
+@functools.cache
+def _claim_statements(pinned: bool, capped: bool, restricted: bool) -> tuple[Any, Any]:
+    """The claim ``UPDATE .. RETURNING`` and its sub-select (the probe that tells an empty
+    queue from a lost race), built once per combination of filters."""
+    q = (select(_TT.c.id).join(_ST, _ST.c.id == _TT.c.study_id)
+         .where(_TT.c.state == _Q, _ST.c.state == StudyState.RUNNING.value))
+    if pinned:
+        q = q.where(_TT.c.study_id == bindparam("sid"))
+    if capped:
+        q = q.where(_TT.c.model_size <= bindparam("max_size"))
+    if restricted:
+        q = q.where(_TT.c.study_id.in_(bindparam("sids", expanding=True)))
+    q = (q.order_by(_TT.c.priority, _TT.c.id).limit(1)
+         .with_for_update(skip_locked=True, of=_TT))
+    claim = (update(_TT).where(_TT.c.id == q.scalar_subquery(), _TT.c.state == _Q)
+             .values(state=_R, worker_id=bindparam("wid"), started_at=bindparam("now"),
+                     heartbeat_at=bindparam("now"), lease_expires_at=bindparam("until"))
+             .returning(*CLAIMED_COLUMNS))
+    return claim, q
 
 
 def touch_worker(session: Session | Connection, *, worker_id: str,
                  capabilities: Mapping[str, Any], now: datetime) -> None:
     """Record that a worker asked for work (an upsert: one row per worker id)."""
-    ins = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
-    stmt = ins(Worker).values(id=worker_id, capabilities=dict(capabilities), first_seen=now,
-                              last_seen=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Worker.id],
-        set_={"last_seen": now, "capabilities": dict(capabilities)})
-    session.execute(stmt)
+    session.execute(_TOUCH[_dialect(session)],
+                    {"wid": worker_id, "caps": dict(capabilities), "now": now})
+
+
+def _touch_statement(dialect: str) -> Any:
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    caps = bindparam("caps", type_=_WT.c.capabilities.type)
+    return ins(_WT).values(id=bindparam("wid"), capabilities=caps, first_seen=bindparam("now"),
+                           last_seen=bindparam("now")).on_conflict_do_update(
+        index_elements=[_WT.c.id], set_={"last_seen": bindparam("now"), "capabilities": caps})
+
+
+_TOUCH = {d: _touch_statement(d) for d in ("postgresql", "sqlite")}
 
 
 def _dialect(session: Session | Connection) -> str:
