@@ -49,7 +49,7 @@ from server.config import Settings
 from server.db import Database, utcnow
 from server.models import Study, StudyState, Trial, TrialState, Worker
 
-__all__ = ["Metrics", "ObservabilityMiddleware", "DatabaseCollector", "UNMATCHED"]
+__all__ = ["Metrics", "ObservabilityMiddleware", "DatabaseCollector", "UNMATCHED", "leaf_routes"]
 
 log = logging.getLogger("mfms.metrics")
 access_log = logging.getLogger("mfms.access")
@@ -217,7 +217,7 @@ class ObservabilityMiddleware:
         params = scope.get("path_params") or {}
         if route is None and self.router is not None:  # refused before routing, or a 404
             probe = dict(scope)
-            for candidate in _leaf_routes(self.router):
+            for candidate in leaf_routes(self.router):
                 match, child = candidate.matches(probe)
                 if match is Match.FULL:
                     route, params = candidate, child.get("path_params") or {}
@@ -228,11 +228,11 @@ class ObservabilityMiddleware:
         return str(template or UNMATCHED), params
 
 
-def _leaf_routes(router: Any) -> Iterator[Any]:
+def leaf_routes(router: Any) -> Iterator[Any]:
     """The routes of ``router`` with a path, looking inside included routers."""
     for r in getattr(router, "routes", ()):
         inner = getattr(r, "original_router", None)  # FastAPI's wrapper of include_router
         if inner is not None:
-            yield from _leaf_routes(inner)
+            yield from leaf_routes(inner)
         elif getattr(r, "path", None) is not None and hasattr(r, "matches"):
             yield r

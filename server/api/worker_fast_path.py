@@ -43,6 +43,7 @@ from mfms_client.schemas import CompleteRequest, MeasurementIn, NextTrialRequest
 from server.api.deps import MAX_ID, check_scope
 from server.api.routes import trials
 from server.errors import ServiceError, Unavailable
+from server.observability import leaf_routes
 
 __all__ = ["WorkerFastPath", "service_error_response", "library_error_response"]
 
@@ -96,8 +97,11 @@ class WorkerFastPath:
         self.app = app
         self.fastapi_app = fastapi_app
         # The APIRoute objects, so that metrics and logs name the same route templates.
-        by_path = {r.path: r for r in fastapi_app.routes if isinstance(r, APIRoute)}
+        by_path = {r.path: r for r in leaf_routes(fastapi_app.router) if isinstance(r, APIRoute)}
         self.api_routes = {r.template: by_path.get(r.template) for r in _ROUTES}
+        missing = [t for t, r in self.api_routes.items() if r is None]
+        if missing:
+            raise RuntimeError(f"the fast path's routes {missing} are not in the app")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route, trial_id = self._match(scope)
