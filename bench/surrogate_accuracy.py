@@ -15,7 +15,7 @@ for an extrapolation along size by at least one ladder step: the case where a st
 kernel is weakest.
 
     python bench/surrogate_accuracy.py [--suite standard|easy] [--hold-out-largest]
-        [--json bench/results/surrogate_accuracy.json]
+        [--kernels additive,additive+scaling_law] [--json bench/results/surrogate_accuracy.json]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate(problem, seed: int, n_trials: int, hold_out_largest: bool,
              designs: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Every design's metrics on one random history of ``problem``."""
+    """Every design's metrics on one random history of ``problem``; a design is a kernel,
+    or ``kernel+mean`` (e.g. ``additive+scaling_law``)."""
     space = search_space_of(problem)
     hist = random_history(problem, n_trials, seed)
     if hold_out_largest:
@@ -57,7 +58,9 @@ def evaluate(problem, seed: int, n_trials: int, hold_out_largest: bool,
     truth = problem.objective(Wt.numpy(), problem.target_model_size, problem.steps[1])
     out = {}
     for design in designs:
-        gp = MFMSGP.fit(X, y, groups, SurrogateConfig(kernel=design), seed=seed)
+        kernel, _, mean = design.partition("+")
+        gp = MFMSGP.fit(X, y, groups, SurrogateConfig(kernel=kernel, mean=mean or "linear"),
+                        seed=seed)
         pred = objective_prediction(gp, space.target_inputs(Wt), transform=torch.exp)
         mean = pred.mean.numpy()
         inside = (pred.lower.numpy() <= truth) & (truth <= pred.upper.numpy())
@@ -78,7 +81,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--hold-out-largest", action="store_true")
-    ap.add_argument("--kernels", default=",".join(KERNEL_DESIGNS))
+    ap.add_argument("--kernels", default=",".join(KERNEL_DESIGNS),
+                    help="comma-separated designs: a kernel, or kernel+mean "
+                         "(e.g. additive+scaling_law)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     designs = tuple(args.kernels.split(","))

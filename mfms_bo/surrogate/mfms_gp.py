@@ -36,7 +36,9 @@ from torch import Tensor
 from mfms_bo.limits import real_number, whole_number
 from mfms_bo.surrogate.kernels import (
     KERNEL_DESIGNS,
+    MEAN_DESIGNS,
     TRANSFER_PRIOR,
+    ScalingLawMean,
     build_kernel,
     build_mean,
     compile_kernel,
@@ -53,6 +55,9 @@ class SurrogateConfig:
     Attributes:
         kernel: ``"additive"`` (default), ``"transfer"`` or ``"seed"``; see
             :mod:`mfms_bo.surrogate.kernels`.
+        mean: ``"linear"`` in the fidelities (default) or ``"scaling_law"``, a power law
+            in size and steps with a floor (:class:`~mfms_bo.surrogate.kernels.ScalingLawMean`),
+            which extrapolates beyond the ladder and the longest run as losses do.
         transfer_prior: the ``transfer`` design's prior mode (its most likely value) of the
             share of a mixture's effect that every scale has in common (0.92 by default,
             fitted on the published run tables); lower it where small runs are known to
@@ -70,6 +75,7 @@ class SurrogateConfig:
     """
 
     kernel: str = "additive"
+    mean: str = "linear"
     transfer_prior: float = TRANSFER_PRIOR
     max_fit_points: int = 256
     max_condition_points: int = 1200
@@ -80,6 +86,8 @@ class SurrogateConfig:
     def __post_init__(self) -> None:
         if self.kernel not in KERNEL_DESIGNS:
             raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
+        if self.mean not in MEAN_DESIGNS:
+            raise ValueError(f"mean must be one of {MEAN_DESIGNS}, got {self.mean!r}")
         real_number("transfer_prior", self.transfer_prior, 0.0, 1.0, low_open=True,
                     high_open=True)
         whole_number("max_fit_points", self.max_fit_points, 1, 4096)
@@ -198,9 +206,11 @@ class MFMSGP:
                 Xf,
                 yf,
                 covar_module=build_kernel(cfg.kernel, k, cfg.transfer_prior),
-                mean_module=build_mean(cfg.kernel, k),
+                mean_module=build_mean(cfg.kernel, k, cfg.mean, y_mean, y_std),
                 outcome_transform=None,
             )
+        if isinstance(model.mean_module, ScalingLawMean):
+            model.mean_module.start_from(y[fit_idx])
         initial_lengthscales(model.covar_module)
         maxiter = cfg.maxiter
         warm = False
