@@ -33,7 +33,7 @@ from mfms_bo.trials import Measurement, TrialResult, TrialSpec
 
 __all__ = ["RunResult", "TrialRecord", "run_one", "run_benchmark", "default_budget",
            "load_problem", "random_history", "reference_mixture", "start_cost",
-           "evaluate_trial"]
+           "evaluate_trial", "strategy_options"]
 
 
 @dataclass
@@ -178,6 +178,13 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def strategy_options(problem: Problem, strategy: str,
+                     options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options ``strategy`` runs ``problem`` with: the problem's own for it
+    (``strategy_options``, e.g. a table's held-out prior) under ``options``, key by key."""
+    return _merged(getattr(problem, "strategy_options", {}).get(strategy, {}), options or {})
+
+
 def run_one(problem: Problem, strategy: str, seed: int, budget: float,
             max_trials: int = 2000, options: dict[str, Any] | None = None) -> RunResult:
     """One strategy on one problem until the budget is spent (``max_trials``: a safety net
@@ -186,7 +193,7 @@ def run_one(problem: Problem, strategy: str, seed: int, budget: float,
     table's held-out prior), which ``options`` override key by key."""
     torch.manual_seed(seed)
     space = search_space_of(problem)
-    opts = _merged(getattr(problem, "strategy_options", {}).get(strategy, {}), options or {})
+    opts = strategy_options(problem, strategy, options)
     cls = STRATEGIES.get(strategy)
     if cls is not None and cls.uses_budget:
         opts.setdefault("budget", float(budget))
