@@ -216,9 +216,13 @@ def _matern(dims: tuple[int, ...]) -> MaternKernel:
                         lengthscale_prior=_lengthscale_prior())
 
 
-def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) -> Kernel:
+def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR,
+                 level_slope: bool = False) -> Kernel:
     """Covariance module for ``k`` mixture coordinates plus two fidelity columns
-    (``transfer_prior``: the ``transfer`` design's prior mode of the shared share)."""
+    (``transfer_prior``: the ``transfer`` design's prior mode of the shared share;
+    ``level_slope``: add a linear kernel in the fidelities to the trend, so the slope of
+    the common level is uncertain and a prediction's variance grows with the distance from
+    the smallest, shortest runs, instead of returning to the mean's point estimate)."""
     w_dims = tuple(range(k))
     f_dims = (k, k + 1)
     if design == "seed":
@@ -228,6 +232,8 @@ def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) ->
         return ScaleKernel(kw * km * kz, outputscale_prior=_outputscale_prior())
     kw = _matern(w_dims)
     trend = ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior())
+    if level_slope:
+        trend = trend + LinearKernel(active_dims=f_dims, variance_prior=_outputscale_prior())
     if design == "additive":
         return ScaleKernel(kw * _matern(f_dims), outputscale_prior=_outputscale_prior()) + trend
     if design == "transfer":

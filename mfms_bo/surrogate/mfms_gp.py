@@ -58,6 +58,8 @@ class SurrogateConfig:
         mean: ``"linear"`` in the fidelities (default) or ``"scaling_law"``, a power law
             in size and steps with a floor (:class:`~mfms_bo.surrogate.kernels.ScalingLawMean`),
             which extrapolates beyond the ladder and the longest run as losses do.
+        level_slope: give the common level an uncertain slope in the fidelities (a linear
+            kernel), so extrapolated targets get wider intervals.
         transfer_prior: the ``transfer`` design's prior mode (its most likely value) of the
             share of a mixture's effect that every scale has in common (0.92 by default,
             fitted on the published run tables); lower it where small runs are known to
@@ -76,6 +78,7 @@ class SurrogateConfig:
 
     kernel: str = "additive"
     mean: str = "linear"
+    level_slope: bool = False
     transfer_prior: float = TRANSFER_PRIOR
     max_fit_points: int = 256
     max_condition_points: int = 1200
@@ -86,6 +89,8 @@ class SurrogateConfig:
     def __post_init__(self) -> None:
         if self.kernel not in KERNEL_DESIGNS:
             raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
+        if not isinstance(self.level_slope, bool):
+            raise ValueError(f"level_slope must be true or false, got {self.level_slope!r}")
         if self.mean not in MEAN_DESIGNS:
             raise ValueError(f"mean must be one of {MEAN_DESIGNS}, got {self.mean!r}")
         real_number("transfer_prior", self.transfer_prior, 0.0, 1.0, low_open=True,
@@ -205,7 +210,8 @@ class MFMSGP:
             model = SingleTaskGP(
                 Xf,
                 yf,
-                covar_module=build_kernel(cfg.kernel, k, cfg.transfer_prior),
+                covar_module=build_kernel(cfg.kernel, k, cfg.transfer_prior,
+                                          cfg.level_slope),
                 mean_module=build_mean(cfg.kernel, k, cfg.mean, y_mean, y_std),
                 outcome_transform=None,
             )
