@@ -86,7 +86,7 @@ def recommend_from_surrogate(
         W = torch.cat([W, extra_mixtures.to(W.dtype)])
 
     def neg_score(Wc: torch.Tensor) -> torch.Tensor:
-        m, v = gp.predict(space.target_inputs(Wc))
+        m, v = gp.predict(space.target_inputs(Wc), law_uncertainty=False)
         return -(m + risk * v.sqrt())
 
     vals = neg_score(W)

@@ -46,5 +46,5 @@ class EIPerCost(CostAwareAcquisition):
         self.alpha = float(alpha)
 
     def __call__(self, X: Tensor, cost: Tensor) -> Tensor:
-        mean, var = self.gp.predict(X)
+        mean, var = self.gp.predict(X, law_uncertainty=False)
         return expected_improvement(mean, var, self.best_f) / cost.clamp(min=1e-300) ** self.alpha

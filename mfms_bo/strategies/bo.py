@@ -403,7 +403,7 @@ class MFMSBO(Strategy):
         spec = self._spec(w, smallest, z)
         if not self._fresh(spec, history, pending):
             return size, steps
-        _, var = gp.predict(self._inputs([spec]))
+        _, var = gp.predict(self._inputs([spec]), law_uncertainty=False)
         if float(var[0]) > self.screen_threshold ** 2 * gp.noise_variance:
             return smallest, z
         return size, steps

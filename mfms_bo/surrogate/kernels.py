@@ -192,6 +192,20 @@ class ScalingLawMean(Mean):
         for name in ("size_rate", "steps_rate"):
             self.set_value(name, 1.0)
 
+    def jacobian(self, x: Tensor) -> Tensor:
+        """``n x 5``: the derivative of the mean at ``n`` inputs with respect to the law's
+        parameters (floor, size amplitude, steps amplitude, size rate, steps rate), in
+        standardised units: what a change of the fitted law does to each prediction."""
+        with torch.no_grad():
+            u, v = x[..., self.size_column], x[..., self.steps_column]
+            amp_m, amp_z = self.value("size_amplitude"), self.value("steps_amplitude")
+            decay_m = torch.exp(-self.value("size_rate") * u)
+            decay_z = torch.exp(-self.value("steps_rate") * v)
+            loss = self.value("floor") + amp_m * decay_m + amp_z * decay_z
+            parts = [torch.ones_like(u), decay_m, decay_z, -amp_m * u * decay_m,
+                     -amp_z * v * decay_z]
+            return torch.stack(parts, dim=-1) / (loss * self.scale).unsqueeze(-1)
+
     def forward(self, x: Tensor) -> Tensor:
         u, v = x[..., self.size_column], x[..., self.steps_column]
         loss = (self.value("floor")
@@ -216,13 +230,9 @@ def _matern(dims: tuple[int, ...]) -> MaternKernel:
                         lengthscale_prior=_lengthscale_prior())
 
 
-def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR,
-                 level_slope: bool = False) -> Kernel:
+def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) -> Kernel:
     """Covariance module for ``k`` mixture coordinates plus two fidelity columns
-    (``transfer_prior``: the ``transfer`` design's prior mode of the shared share;
-    ``level_slope``: add a linear kernel in the fidelities to the trend, so the slope of
-    the common level is uncertain and a prediction's variance grows with the distance from
-    the smallest, shortest runs, instead of returning to the mean's point estimate)."""
+    (``transfer_prior``: the ``transfer`` design's prior mode of the shared share)."""
     w_dims = tuple(range(k))
     f_dims = (k, k + 1)
     if design == "seed":
@@ -232,8 +242,6 @@ def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR,
         return ScaleKernel(kw * km * kz, outputscale_prior=_outputscale_prior())
     kw = _matern(w_dims)
     trend = ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior())
-    if level_slope:
-        trend = trend + LinearKernel(active_dims=f_dims, variance_prior=_outputscale_prior())
     if design == "additive":
         return ScaleKernel(kw * _matern(f_dims), outputscale_prior=_outputscale_prior()) + trend
     if design == "transfer":

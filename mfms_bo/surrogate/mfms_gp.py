@@ -58,8 +58,6 @@ class SurrogateConfig:
         mean: ``"linear"`` in the fidelities (default) or ``"scaling_law"``, a power law
             in size and steps with a floor (:class:`~mfms_bo.surrogate.kernels.ScalingLawMean`),
             which extrapolates beyond the ladder and the longest run as losses do.
-        level_slope: give the common level an uncertain slope in the fidelities (a linear
-            kernel), so extrapolated targets get wider intervals.
         transfer_prior: the ``transfer`` design's prior mode (its most likely value) of the
             share of a mixture's effect that every scale has in common (0.92 by default,
             fitted on the published run tables); lower it where small runs are known to
@@ -78,7 +76,6 @@ class SurrogateConfig:
 
     kernel: str = "additive"
     mean: str = "linear"
-    level_slope: bool = False
     transfer_prior: float = TRANSFER_PRIOR
     max_fit_points: int = 256
     max_condition_points: int = 1200
@@ -89,8 +86,6 @@ class SurrogateConfig:
     def __post_init__(self) -> None:
         if self.kernel not in KERNEL_DESIGNS:
             raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
-        if not isinstance(self.level_slope, bool):
-            raise ValueError(f"level_slope must be true or false, got {self.level_slope!r}")
         if self.mean not in MEAN_DESIGNS:
             raise ValueError(f"mean must be one of {MEAN_DESIGNS}, got {self.mean!r}")
         real_number("transfer_prior", self.transfer_prior, 0.0, 1.0, low_open=True,
@@ -161,6 +156,7 @@ class MFMSGP:
             self._L = cholesky
             resid = ((train_y - y_mean) / y_std - self._m(train_X)).unsqueeze(-1)
             self._alpha = torch.cholesky_solve(resid, self._L).squeeze(-1)
+            self._law = _LawUncertainty.of(model.mean_module, train_X, self._L)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -210,8 +206,7 @@ class MFMSGP:
             model = SingleTaskGP(
                 Xf,
                 yf,
-                covar_module=build_kernel(cfg.kernel, k, cfg.transfer_prior,
-                                          cfg.level_slope),
+                covar_module=build_kernel(cfg.kernel, k, cfg.transfer_prior),
                 mean_module=build_mean(cfg.kernel, k, cfg.mean, y_mean, y_std),
                 outcome_transform=None,
             )
@@ -258,14 +253,20 @@ class MFMSGP:
             return self.model.mean_module(X)
 
     # -- posterior --------------------------------------------------------------------------
-    def predict(self, X: Tensor) -> tuple[Tensor, Tensor]:
+    def predict(self, X: Tensor, law_uncertainty: bool = True) -> tuple[Tensor, Tensor]:
         """Posterior mean and variance of the latent objective at ``n x d`` inputs.
+
+        ``law_uncertainty``: with a scaling-law mean, include the variance its fitted
+        parameters add (:class:`_LawUncertainty`), as an interval must; leave it out to
+        rank mixtures at one fidelity, which it moves together.
 
         Returns:
             ``(mean, var)``, each ``n``, in objective units; ``var`` excludes noise.
         """
         points = self.posterior_points(X)
-        return points.mean, points.var
+        if self._law is None or not law_uncertainty:
+            return points.mean, points.var
+        return points.mean, points.var + self._law.variance(X, points._V) * self.y_std**2
 
     def predict_mean(self, X: Tensor) -> Tensor:
         """Posterior mean only (objective units): no triangular solve, so ranking thousands
@@ -331,6 +332,45 @@ class MFMSGP:
             self.y_std,
             cholesky=L,
         )
+
+
+@dataclass(frozen=True)
+class _LawUncertainty:
+    """The variance a scaling-law mean adds to a prediction because its parameters are
+    estimated, not known: universal kriging's term, with the law linearised at its fit.
+
+    Why: the GP conditions on the fitted law as if it were exact, so beyond the ladder (or
+    the longest run), where the kernels return to the law, its interval is as narrow as
+    next to the data; yet a handful of sizes pins a power law's floor and exponent only
+    loosely. With ``J`` the law's Jacobian at the training inputs and ``j(x)`` at ``x``,
+    the added variance is ``r A^-1 r'`` with ``r = j(x) - J' K^-1 k(x)`` and ``A = J'
+    K^-1 J``: next to the data ``r`` vanishes (the GP already corrects the law there), far
+    from it the law's own uncertainty comes through. The acquisitions do not use it: it
+    moves every mixture's prediction at one fidelity together, so it cannot change which
+    mixture is best.
+    """
+
+    law: ScalingLawMean
+    W: Tensor  # n_train x p: L^-1 J
+    A_inv: Tensor  # p x p
+
+    @classmethod
+    def of(cls, mean: object, train_X: Tensor, L: Tensor) -> _LawUncertainty | None:
+        if not isinstance(mean, ScalingLawMean):
+            return None
+        J = mean.jacobian(train_X)
+        W = torch.linalg.solve_triangular(L, J, upper=False)
+        # A weak prior keeps the variance finite while the data cannot separate the five
+        # parameters (a few runs at one size): each parameter known to within its own size.
+        theta = torch.stack([mean.value(n).detach() for n in ScalingLawMean._NAMES])
+        prior_precision = torch.diag(1.0 / theta.clamp(min=1e-6) ** 2)
+        return cls(mean, W, torch.linalg.inv(W.T @ W + prior_precision))
+
+    def variance(self, X: Tensor, V: Tensor) -> Tensor:
+        """Added variance at ``n`` inputs (standardised units), given ``V = L^-1 k(X)``."""
+        with torch.no_grad():
+            r = self.law.jacobian(X) - V.T @ self.W
+            return ((r @ self.A_inv) * r).sum(-1).clamp(min=0.0)
 
 
 @dataclass(frozen=True)
