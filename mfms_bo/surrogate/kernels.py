@@ -192,25 +192,33 @@ class ScalingLawMean(Mean):
         for name in ("size_rate", "steps_rate"):
             self.set_value(name, 1.0)
 
+    def values(self) -> Tensor:
+        """The five parameters, in the order of :meth:`jacobian`'s columns."""
+        return torch.stack([self.value(n) for n in self._NAMES])
+
+    def _terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The law's loss at ``x`` and its two decay factors (size, steps)."""
+        u, v = x[..., self.size_column], x[..., self.steps_column]
+        decay_m = torch.exp(-self.value("size_rate") * u)
+        decay_z = torch.exp(-self.value("steps_rate") * v)
+        loss = (self.value("floor") + self.value("size_amplitude") * decay_m
+                + self.value("steps_amplitude") * decay_z)
+        return loss, decay_m, decay_z
+
     def jacobian(self, x: Tensor) -> Tensor:
         """``n x 5``: the derivative of the mean at ``n`` inputs with respect to the law's
         parameters (floor, size amplitude, steps amplitude, size rate, steps rate), in
         standardised units: what a change of the fitted law does to each prediction."""
         with torch.no_grad():
+            loss, decay_m, decay_z = self._terms(x)
             u, v = x[..., self.size_column], x[..., self.steps_column]
-            amp_m, amp_z = self.value("size_amplitude"), self.value("steps_amplitude")
-            decay_m = torch.exp(-self.value("size_rate") * u)
-            decay_z = torch.exp(-self.value("steps_rate") * v)
-            loss = self.value("floor") + amp_m * decay_m + amp_z * decay_z
-            parts = [torch.ones_like(u), decay_m, decay_z, -amp_m * u * decay_m,
-                     -amp_z * v * decay_z]
+            parts = [torch.ones_like(u), decay_m, decay_z,
+                     -self.value("size_amplitude") * u * decay_m,
+                     -self.value("steps_amplitude") * v * decay_z]
             return torch.stack(parts, dim=-1) / (loss * self.scale).unsqueeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        u, v = x[..., self.size_column], x[..., self.steps_column]
-        loss = (self.value("floor")
-                + self.value("size_amplitude") * torch.exp(-self.value("size_rate") * u)
-                + self.value("steps_amplitude") * torch.exp(-self.value("steps_rate") * v))
+        loss, _, _ = self._terms(x)
         return (torch.log(loss) - self.offset) / self.scale
 
 

@@ -21,6 +21,7 @@ standardisation is undone here, and nothing outside reads the standardised inter
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -156,7 +157,6 @@ class MFMSGP:
             self._L = cholesky
             resid = ((train_y - y_mean) / y_std - self._m(train_X)).unsqueeze(-1)
             self._alpha = torch.cholesky_solve(resid, self._L).squeeze(-1)
-            self._law = _LawUncertainty.of(model.mean_module, train_X, self._L)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -251,6 +251,11 @@ class MFMSGP:
     def _m(self, X: Tensor) -> Tensor:
         with torch.no_grad():
             return self.model.mean_module(X)
+
+    @functools.cached_property
+    def _law(self) -> _LawUncertainty | None:
+        # Built on the first interval asked for, not per fantasy: acquisitions never use it.
+        return _LawUncertainty.of(self.model.mean_module, self.train_X, self._L)
 
     # -- posterior --------------------------------------------------------------------------
     def predict(self, X: Tensor, law_uncertainty: bool = True) -> tuple[Tensor, Tensor]:
@@ -362,7 +367,8 @@ class _LawUncertainty:
         W = torch.linalg.solve_triangular(L, J, upper=False)
         # A weak prior keeps the variance finite while the data cannot separate the five
         # parameters (a few runs at one size): each parameter known to within its own size.
-        theta = torch.stack([mean.value(n).detach() for n in ScalingLawMean._NAMES])
+        with torch.no_grad():
+            theta = mean.values()
         prior_precision = torch.diag(1.0 / theta.clamp(min=1e-6) ** 2)
         return cls(mean, W, torch.linalg.inv(W.T @ W + prior_precision))
 
