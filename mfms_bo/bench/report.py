@@ -8,8 +8,10 @@ cost units (GPU-hours, PFLOP) readable side by side; the JSON keeps absolute cos
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import platform
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -271,6 +273,24 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+#: The packages whose versions decide a run's numbers: the GP's fit and every acquisition go
+#: through them, so two installs of one commit can take different paths from the same seed.
+NUMERIC_PACKAGES = ("torch", "botorch", "gpytorch", "linear_operator", "numpy", "scipy",
+                    "lightgbm", "optuna", "dehb")
+
+
+def numeric_environment() -> dict[str, str | None]:
+    """Python's and :data:`NUMERIC_PACKAGES`' versions (None: not installed). Recorded with
+    the runs because the same commit and seed reproduce a run only on the same versions."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in NUMERIC_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def _jsonable(x: Any) -> Any:
     """Strict JSON: ``inf`` as the string "inf" (never reached), ``nan`` as null."""
     if isinstance(x, float):
@@ -288,14 +308,15 @@ def _jsonable(x: Any) -> Any:
 
 def write_json(runs: Sequence[RunResult], path: str | Path, command: str | None = None,
                summary: dict[str, Any] | None = None, commit: str | None = None) -> None:
-    """``{commit, command, summary, runs: [{problem, strategy, seed, optimum, curve,
-    trials: [{mixture, model_size, steps, cost, cumulative_cost, recommendation,
-    true_objective}], ...}]}``: enough for an outside tool to recompute every metric.
+    """``{commit, command, environment, summary, runs: [{problem, strategy, seed, optimum,
+    curve, trials: [{mixture, model_size, steps, cost, cumulative_cost, recommendation,
+    true_objective}], ...}]}``: enough for an outside tool to recompute every metric, and
+    to know which package versions a rerun needs to take the same paths.
     ``commit`` should be read when the runs start (default: now)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if commit is None:
         commit = git_commit(Path(__file__).parent)
-    doc = {"commit": commit, "command": command,
+    doc = {"commit": commit, "command": command, "environment": numeric_environment(),
            "summary": summary, "runs": [r.to_json() for r in runs]}
     Path(path).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
 

@@ -164,6 +164,11 @@ def test_json_round_trip_holds_every_trial(tmp_path, sim_problem):
     assert "Infinity" not in text and "NaN" not in text  # strict JSON for outside tools
     data = json.loads(text)
     assert data["command"] == "mfms bench --suite easy" and "commit" in data
+    import botorch
+    import torch
+    env = data["environment"]  # a rerun takes the same paths only on the same versions
+    assert env["botorch"] == botorch.__version__ and env["torch"] == torch.__version__
+    assert env["python"].count(".") == 2 and "scipy" in env and "gpytorch" in env
     assert {"problem", "strategy", "seed", "optimum", "curve", "trials"} <= set(data["runs"][0])
     trial = data["runs"][0]["trials"][0]
     assert {"mixture", "model_size", "steps", "cost", "recommendation"} <= set(trial)
