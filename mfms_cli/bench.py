@@ -28,6 +28,17 @@ def _available(strategies: list[str]) -> tuple[list[str], list[str]]:
     return ok, [s for s in strategies if s not in ok]
 
 
+def _non_negative_int(text: str) -> int:
+    """A seed: an integer from 0 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -76,8 +87,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             p = load_problem(ref)
             budget = args.budget if args.budget is not None else default_budget(p)
             runs += run_benchmark([ref], strategies, seeds, budget, workers=args.workers,
+                                  first_seed=args.first_seed,
                                   max_trials=args.max_trials, options=options)
-        print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seeds}, "
+        seed_range = (f"{args.first_seed}-{args.first_seed + seeds - 1}" if args.first_seed
+                      else str(seeds))
+        print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seed_range}, "
               f"safety cap {args.max_trials} trials per run)", file=sys.stderr)
     summary = summarize(runs)
     report = (f"{format_problems(summary)}\n\n{format_headline(summary)}\n\n"
@@ -111,6 +125,9 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated (default: {','.join(_ALL_STRATEGIES)}, skipping "
                    "those whose optional package is missing)")
     b.add_argument("--seeds", type=int, default=None, help="default 10 (2 with --quick)")
+    b.add_argument("--first-seed", type=_non_negative_int, default=0,
+                   help="run seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1 (default 0): more "
+                   "seeds for a table already run")
     b.add_argument("--budget", type=float, default=None,
                    help="cost budget in the problem's unit (default per problem)")
     b.add_argument("--max-trials", type=int, default=2000,

@@ -259,13 +259,15 @@ def _run_job(args: tuple) -> RunResult:
 def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int,
                   budget: float | None = None, workers: int = 1, max_trials: int = 2000,
                   options: dict[str, dict[str, Any]] | None = None,
-                  progress: bool = True) -> list[RunResult]:
-    """All combinations; ``budget`` None = :func:`default_budget` per problem."""
+                  progress: bool = True, first_seed: int = 0) -> list[RunResult]:
+    """All combinations, seeds ``first_seed .. first_seed + seeds - 1`` (more seeds for a
+    table already run: each run depends on its seed alone); ``budget`` None =
+    :func:`default_budget` per problem."""
     jobs = []
     for ref in problems:
         b = budget if budget is not None else default_budget(load_problem(ref))
         for s in strategies:
-            for seed in range(seeds):
+            for seed in range(first_seed, first_seed + seeds):
                 jobs.append((ref, s, seed, b, max_trials, (options or {}).get(s)))
     out: list[RunResult] = []
     if workers <= 1:

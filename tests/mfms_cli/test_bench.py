@@ -59,3 +59,26 @@ def test_bench_writes_report_json_and_plot_and_rebuilds_from_json(tmp_path, caps
     # The same tables from the saved runs, without running anything.
     assert main(["bench", "--from", str(out), "--report", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_text() == (tmp_path / "table.md").read_text()
+
+
+def test_first_seed_extends_a_table_with_the_same_runs(tmp_path, capsys):
+    """``--first-seed 2 --seeds 1`` is seed 2 of a ``--seeds 3`` table, run for run: a table
+    can grow by seeds without rerunning those it has."""
+    src = tmp_path / "mfms_cli_problem.py"
+    src.write_text(PROBLEM_SRC)
+
+    def runs(*extra: str) -> list[dict]:
+        out = tmp_path / f"runs{len(extra)}.json"
+        argv = ["bench", "--problem", f"{src}:PROBLEM", "--strategies", "random",
+                "--workers", "1", "--budget", "0.05", "--json", str(out), *extra]
+        assert main(argv) == 0
+        return json.loads(out.read_text())["runs"]
+
+    three = runs("--seeds", "3")
+    extra = runs("--seeds", "1", "--first-seed", "2")
+    assert [r["seed"] for r in three] == [0, 1, 2] and [r["seed"] for r in extra] == [2]
+    assert extra[0]["trials"] == three[2]["trials"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["bench", "--problem", f"{src}:PROBLEM", "--first-seed", "-1"])
+    assert "first-seed" in capsys.readouterr().err
