@@ -269,7 +269,7 @@ class MFMSGP:
             ``(mean, var)``, each ``n``, in objective units; ``var`` excludes noise.
         """
         points = self.posterior_points(X)
-        if self._law is None or not law_uncertainty:
+        if not law_uncertainty or self._law is None:  # a ranking never builds the term
             return points.mean, points.var
         return points.mean, points.var + self._law.variance(X, points._V) * self.y_std**2
 
