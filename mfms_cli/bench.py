@@ -7,6 +7,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_bench_command"]
 
@@ -39,6 +40,43 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _merged_runs(paths: list[str], read_json: Any) -> tuple[list[Any], str | None]:
+    """The runs of several ``--json`` files as one table, and the commit they share.
+
+    Seeds run apart (``--first-seed``) join into one table; a run that two files both hold
+    (same problem, strategy and seed) would count twice, most likely two configurations
+    under one strategy name, so it is refused. Files from different commits or package
+    versions join with a warning naming each: their runs may have taken different paths."""
+    import sys
+
+    runs: list[Any] = []
+    seen: dict[tuple[str, str, int], str] = {}
+    commits: dict[str, str | None] = {}
+    environments: dict[str, str] = {}
+    for path in paths:
+        doc, file_runs = read_json(path)
+        print(f"runs from {path}: commit {doc.get('commit')}, command: {doc.get('command')}")
+        commits[path] = doc.get("commit")
+        environments[path] = json.dumps(doc.get("environment"), sort_keys=True)
+        for r in file_runs:
+            key = (r.problem, r.strategy, r.seed)
+            if key in seen:
+                raise SystemExit(f"mfms bench: {r.problem} x {r.strategy} x seed {r.seed} is in "
+                                 f"both {seen[key]} and {path}; join runs of one "
+                                 "configuration only")
+            seen[key] = path
+        runs += file_runs
+    if len(set(commits.values())) > 1:
+        print("warning: the runs come from different commits: "
+              + ", ".join(f"{p} {c}" for p, c in commits.items()), file=sys.stderr)
+    if len(set(environments.values())) > 1:
+        print("warning: the runs come from different package versions (see each file's "
+              "'environment')", file=sys.stderr)
+    shared = set(commits.values())
+    commit = shared.pop() if len(shared) == 1 else ",".join(sorted(str(c) for c in shared))
+    return runs, commit
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
     import sys
@@ -62,9 +100,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # The code that runs is the code at the start: later commits must not be credited.
     commit = git_commit(Path(__file__).parent)
     if args.from_json:
-        doc, runs = read_json(args.from_json)
-        print(f"runs from {args.from_json}: commit {doc.get('commit')}, "
-              f"command: {doc.get('command')}")
+        runs, commit = _merged_runs(args.from_json, read_json)
     else:
         problems = list(args.problem or [])
         for name in args.suite or ([] if problems else ["standard"]):
@@ -104,7 +140,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(report)
         print(f"wrote {args.report}")
-    if args.json and not args.from_json:
+    if args.json:
         write_json(runs, args.json, command=command, summary=summary, commit=commit)
         print(f"wrote {args.json}")
     if args.plot:
@@ -136,8 +172,10 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--options", default=None,
                    help='JSON {strategy: {option: value}}, e.g. {"mfms-bo": {"acquisition": "ei"}}')
     b.add_argument("--json", default=None, help="write the runs (every trial) as JSON here")
-    b.add_argument("--from", dest="from_json", default=None,
-                   help="report on the runs of a JSON written by --json instead of running")
+    b.add_argument("--from", dest="from_json", action="append", default=None,
+                   help="report on the runs of a JSON written by --json instead of running; "
+                   "repeatable, to join seeds run apart (--first-seed); with --json, write "
+                   "the joined runs")
     b.add_argument("--report", default=None, help="write the markdown tables here")
     b.add_argument("--plot", default=None, help="write a PNG of the gap vs cost here")
     b.add_argument("--quick", action="store_true",

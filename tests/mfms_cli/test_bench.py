@@ -82,3 +82,30 @@ def test_first_seed_extends_a_table_with_the_same_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--problem", f"{src}:PROBLEM", "--first-seed", "-1"])
     assert "first-seed" in capsys.readouterr().err
+
+
+def test_from_joins_seeds_run_apart_and_refuses_a_run_twice(tmp_path, capsys):
+    """Seeds run apart with ``--first-seed`` join into the table of one ``--seeds`` run, and
+    ``--json`` writes the joined runs; a run two files both hold (two configurations under
+    one strategy name, most likely) is refused rather than counted twice."""
+    src = tmp_path / "mfms_cli_problem.py"
+    src.write_text(PROBLEM_SRC)
+    base = ["bench", "--problem", f"{src}:PROBLEM", "--strategies", "random", "--workers", "1",
+            "--budget", "0.05"]
+    assert main([*base, "--seeds", "3", "--json", str(tmp_path / "all.json"),
+                 "--report", str(tmp_path / "all.md")]) == 0
+    assert main([*base, "--seeds", "2", "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*base, "--seeds", "1", "--first-seed", "2", "--json",
+                 str(tmp_path / "b.json")]) == 0
+    capsys.readouterr()
+    assert main(["bench", "--from", str(tmp_path / "a.json"), "--from", str(tmp_path / "b.json"),
+                 "--report", str(tmp_path / "joined.md"),
+                 "--json", str(tmp_path / "joined.json")]) == 0
+    assert (tmp_path / "joined.md").read_text() == (tmp_path / "all.md").read_text()
+    joined = json.loads((tmp_path / "joined.json").read_text())
+    whole = json.loads((tmp_path / "all.json").read_text())
+    assert [r["seed"] for r in joined["runs"]] == [0, 1, 2]
+    assert [r["trials"] for r in joined["runs"]] == [r["trials"] for r in whole["runs"]]
+    assert joined["commit"] == whole["commit"]
+    with pytest.raises(SystemExit, match="seed 0 is in both"):
+        main(["bench", "--from", str(tmp_path / "a.json"), "--from", str(tmp_path / "all.json")])
