@@ -11,7 +11,12 @@ strategy refits on a schedule), so the ``risk=1`` column approximates, not repea
 recorded curve.
 
     python bench/recommendation_replay.py bench/results/standard.json \\
-        [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--every 4] [--workers 2]
+        [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--every 4] [--workers 2] \\
+        [--options '{"surrogate": {"mean": "scaling_law"}}']
+
+``--options`` must be the strategy's options of the saved runs (what ``mfms bench
+--options`` gave it): the surrogate is rebuilt from them and from the problem's own
+options for the strategy (a table's held-out transfer prior), as the harness built it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import torch
 
-from mfms_bo.bench.harness import evaluate_trial, load_problem
+from mfms_bo.bench.harness import evaluate_trial, load_problem, strategy_options
 from mfms_bo.bench.metrics import cost_to_settle, final_gap, largest_rise
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.recommend import recommend_from_surrogate
@@ -33,12 +38,15 @@ from mfms_bo.strategies import make_strategy
 from mfms_bo.trials import TrialSpec
 
 
-def replay(run: dict[str, Any], risks: list[float], every: int) -> dict[float, list]:
-    """Each rule's curve ``[[cost, true objective]]`` on one run's trials."""
+def replay(run: dict[str, Any], risks: list[float], every: int,
+           options: dict[str, Any] | None = None) -> dict[float, list]:
+    """Each rule's curve ``[[cost, true objective]]`` on one run's trials, with the
+    surrogate the run had (``options``: the strategy's options the run was made with)."""
     torch.set_num_threads(1)
     problem = load_problem(run["problem"])
     space = search_space_of(problem)
-    strategy = make_strategy(run["strategy"], space, seed=run["seed"])
+    strategy = make_strategy(run["strategy"], space, seed=run["seed"],
+                             options=strategy_options(problem, run["strategy"], options))
     curves: dict[float, list] = {r: [] for r in risks}
     history = []
     last = len(run["trials"]) - 1
@@ -68,14 +76,18 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--options", default=None,
+                    help="JSON: the strategy's options the runs were made with")
     args = ap.parse_args()
+    options = json.loads(args.options) if args.options else None
     risks = [float(x) for x in args.risks.split(",")]
     with open(args.runs) as f:
         saved = json.load(f)["runs"]
     runs = [r for r in saved if r["strategy"] == args.strategy
             and (not args.problem or r["problem"] in args.problem)]
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        curves = list(pool.map(replay, runs, [risks] * len(runs), [args.every] * len(runs)))
+        curves = list(pool.map(replay, runs, [risks] * len(runs), [args.every] * len(runs),
+                               [options] * len(runs)))
     rows = []
     for prob in dict.fromkeys(r["problem"] for r in runs):
         mine = [(r, c) for r, c in zip(runs, curves, strict=True) if r["problem"] == prob]

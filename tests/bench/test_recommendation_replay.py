@@ -1,0 +1,50 @@
+"""``bench/recommendation_replay.py``: a saved run's searches replayed under other
+recommendation rules, with the surrogate the run was made with."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from mfms_bo.bench.harness import load_problem, run_one
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def replay_module():
+    spec = importlib.util.spec_from_file_location("bench_replay",
+                                                  ROOT / "bench" / "recommendation_replay.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_replay_scores_each_rule_on_the_run_s_own_trials(replay_module, monkeypatch):
+    """Every replayed fit scores each risk on the trials the run made, and the strategy is
+    rebuilt with the options the run had plus the problem's own (a table's prior)."""
+    run = run_one(load_problem("sim-k3"), "mfms-bo", 0, budget=float("inf"), max_trials=9)
+    saved = run.to_json()
+    built: list[dict] = []
+    real = replay_module.make_strategy
+
+    def spy(name, space, seed, options=None):
+        built.append(options or {})
+        return real(name, space, seed=seed, options=options)
+
+    monkeypatch.setattr(replay_module, "make_strategy", spy)
+    options = {"surrogate": {"mean": "scaling_law"}}
+    curves = replay_module.replay(saved, [0.0, 1.0], every=4, options=options)
+    assert built == [options]
+    costs = [t["cumulative_cost"] for t in saved["trials"]]
+    for risk in (0.0, 1.0):
+        # fits at trials 0, 4 and 8 (the last) where the surrogate can be fitted
+        assert [c for c, _ in curves[risk]] == [costs[i] for i in (0, 4, 8)][-len(curves[risk]):]
+        assert len(curves[risk]) >= 2
+        assert all(v >= run.optimum - 1e-9 for _, v in curves[risk])
