@@ -6,12 +6,12 @@ This replays each run's history (the problem's losses are regenerated from the r
 fits the surrogate every ``--every`` trials, and scores each rule's recommendation by the
 problem's true objective: settle cost, final gap and the largest rise after first coming
 within 1%, per problem, median over seeds. A counterfactual on one set of searches, so the
-comparison is paired. The hyperparameters are re-optimised at every replayed fit (the live
-strategy refits on a schedule), so the ``risk=1`` column approximates, not repeats, the
-recorded curve.
+comparison is paired. Each fit's hyperparameters travel in the next trial's spec, as in a
+live study, so the replayed surrogate refits on the strategy's own schedule.
 
     python bench/recommendation_replay.py bench/results/standard.json \\
-        [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--every 4] [--workers 2] \\
+        [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--relative-risks 1,2] \\
+        [--every 4] [--workers 2] \\
         [--options '{"surrogate": {"mean": "scaling_law"}}']
 
 ``--options`` must be the strategy's options of the saved runs (what ``mfms bench
@@ -35,35 +35,46 @@ from mfms_bo.bench.metrics import cost_to_settle, final_gap, largest_rise
 from mfms_bo.bench.problem import search_space_of
 from mfms_bo.recommend import recommend_from_surrogate
 from mfms_bo.strategies import make_strategy
-from mfms_bo.trials import TrialSpec
+from mfms_bo.trials import TrialResult, TrialSpec
 
 
-def replay(run: dict[str, Any], risks: list[float], every: int,
-           options: dict[str, Any] | None = None) -> dict[float, list]:
+def replay(run: dict[str, Any], rules: list[tuple[float, bool]], every: int,
+           options: dict[str, Any] | None = None) -> list[list]:
     """Each rule's curve ``[[cost, true objective]]`` on one run's trials, with the
-    surrogate the run had (``options``: the strategy's options the run was made with)."""
+    surrogate the run had (``options``: the strategy's options the run was made with).
+
+    A rule is ``(risk, relative)``: :func:`recommend_from_surrogate`'s ``risk``, and whether
+    its ``sd`` is that of the difference from the best mixture run so far (``reference``).
+    Each fit's hyperparameters are recorded in the newest trial's spec, as the live
+    strategy records them in its proposals, so the next fit warm-starts from them and
+    re-optimises on the strategy's own schedule."""
     torch.set_num_threads(1)
     problem = load_problem(run["problem"])
     space = search_space_of(problem)
     strategy = make_strategy(run["strategy"], space, seed=run["seed"],
                              options=strategy_options(problem, run["strategy"], options))
-    curves: dict[float, list] = {r: [] for r in risks}
-    history = []
+    curves: list[list] = [[] for _ in rules]
+    history: list[TrialResult] = []
     last = len(run["trials"]) - 1
+    fit_record: dict[str, Any] = {}
     for i, t in enumerate(run["trials"]):
         spec = TrialSpec(t["mixture"], t["model_size"], t["steps"],
-                         space.fidelities.checkpoint_steps(t["steps"]))
+                         space.fidelities.checkpoint_steps(t["steps"]), metadata=fit_record)
         history.append(evaluate_trial(problem, spec, run["seed"] * 100_000 + i))
         if i % every and i != last:
             continue
         fit = strategy.fit_surrogate(history)  # type: ignore[attr-defined]
         if fit is None:
             continue
-        for r in risks:
+        fit_record = strategy.fit_metadata(fit)  # type: ignore[attr-defined]
+        ran = torch.tensor([[float(r.spec.mixture.get(d, 0.0)) for d in space.mixtures.domains]
+                            for r in history], dtype=torch.float64).unique(dim=0)
+        for curve, (risk, relative) in zip(curves, rules, strict=True):
             g = torch.Generator().manual_seed(run["seed"] + 17)
             rec = recommend_from_surrogate(fit.model, strategy.model_space,  # type: ignore
-                                           generator=g, transform=torch.exp, risk=r)
-            curves[r].append([t["cumulative_cost"], float(problem.true_objective(rec.mixture))])
+                                           generator=g, transform=torch.exp, risk=risk,
+                                           reference=ran if relative else None)
+            curve.append([t["cumulative_cost"], float(problem.true_objective(rec.mixture))])
     return curves
 
 
@@ -72,7 +83,10 @@ def main() -> None:
     ap.add_argument("runs", help="a JSON written by mfms bench --json")
     ap.add_argument("--strategy", default="mfms-bo")
     ap.add_argument("--problem", action="append", default=None)
-    ap.add_argument("--risks", default="0,0.5,1,2")
+    ap.add_argument("--risks", default="0,0.5,1,2",
+                    help="risks of mean + risk * sd at the target")
+    ap.add_argument("--relative-risks", default="",
+                    help="risks with sd that of the difference from the best mixture run")
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", default=None)
@@ -80,25 +94,27 @@ def main() -> None:
                     help="JSON: the strategy's options the runs were made with")
     args = ap.parse_args()
     options = json.loads(args.options) if args.options else None
-    risks = [float(x) for x in args.risks.split(",")]
+    rules = [(float(x), False) for x in args.risks.split(",") if x.strip()]
+    rules += [(float(x), True) for x in args.relative_risks.split(",") if x.strip()]
     with open(args.runs) as f:
         saved = json.load(f)["runs"]
     runs = [r for r in saved if r["strategy"] == args.strategy
             and (not args.problem or r["problem"] in args.problem)]
     with ProcessPoolExecutor(max(1, args.workers)) as pool:
-        curves = list(pool.map(replay, runs, [risks] * len(runs), [args.every] * len(runs),
+        curves = list(pool.map(replay, runs, [rules] * len(runs), [args.every] * len(runs),
                                [options] * len(runs)))
     rows = []
     for prob in dict.fromkeys(r["problem"] for r in runs):
         mine = [(r, c) for r, c in zip(runs, curves, strict=True) if r["problem"] == prob]
-        for risk in risks:
-            settle = [cost_to_settle(c[risk], r["optimum"], 0.005) / r["budget"] * 100
+        for j, (risk, relative) in enumerate(rules):
+            settle = [cost_to_settle(c[j], r["optimum"], 0.005) / r["budget"] * 100
                       for r, c in mine]
-            final = [100 * final_gap(c[risk], r["optimum"]) for r, c in mine]
-            rise = [100 * x for x in (largest_rise(c[risk], r["optimum"]) for r, c in mine)
+            final = [100 * final_gap(c[j], r["optimum"]) for r, c in mine]
+            rise = [100 * x for x in (largest_rise(c[j], r["optimum"]) for r, c in mine)
                     if not math.isnan(x)]
-            rows.append({"problem": prob, "risk": risk, "seeds": len(mine),
-                         "settle_pct": statistics.median(settle),
+            rows.append({"problem": prob, "risk": risk, "relative": relative,
+                         "seeds": len(mine), "settle_pct": statistics.median(settle),
+                         "settle_pct_per_seed": settle,
                          "final_gap_pct": statistics.median(final),
                          "worst_rise_pct": max(rise, default=math.nan)})
     print(f"| problem | risk | settle 0.5% (% of budget, median) | final gap (%, median) | "
@@ -106,7 +122,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         settle = "never" if math.isinf(r["settle_pct"]) else f"{r['settle_pct']:.2g}"
-        print(f"| {r['problem']} | {r['risk']:g} | {settle} | {r['final_gap_pct']:.3f} | "
+        rule = f"{r['risk']:g}" + (" from the best run" if r["relative"] else "")
+        print(f"| {r['problem']} | {rule} | {settle} | {r['final_gap_pct']:.3f} | "
               f"{r['worst_rise_pct']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:

@@ -72,6 +72,7 @@ def recommend_from_surrogate(
     generator: torch.Generator | None = None,
     risk: float = 1.0,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reference: torch.Tensor | None = None,
 ) -> Recommendation:
     """Minimiser of ``mean + risk * sd`` at the space's target fidelity (pool or continuous).
 
@@ -80,14 +81,32 @@ def recommend_from_surrogate(
     the benchmark as recommendations 5-13% off the optimum), while the mixture actually
     trained on should be one the data vouch for. ``transform`` maps the GP's output scale
     back to the objective (e.g. ``exp`` when the GP models log-loss).
+
+    ``reference``: ``r x k`` mixtures that have been run. Then ``sd`` is that of the
+    difference between a mixture's target value and the reference with the lowest posterior
+    mean there, so a mixture replaces the best-run one only where the model is sure it is
+    better. Uncertainty that all mixtures share at the target (its level, before runs near
+    it) cancels in a difference; with the plain ``sd`` it does not, and the first runs at a
+    large size pull the recommendation to whatever mixture they ran, whose own ``sd`` they
+    shrank.
     """
     W = space.mixture_candidates(n_candidates, generator)
     if extra_mixtures is not None and space.candidates is None and extra_mixtures.numel():
         W = torch.cat([W, extra_mixtures.to(W.dtype)])
+    ref = None
+    if reference is not None and reference.numel():
+        reference = reference.to(torch.float64)
+        at_target = gp.posterior_points(space.target_inputs(reference))
+        ref = at_target.select(torch.argmin(at_target.mean).reshape(1))
+        if space.candidates is None:
+            W = torch.cat([W, reference.to(W.dtype)])
 
     def neg_score(Wc: torch.Tensor) -> torch.Tensor:
-        m, v = gp.predict(space.target_inputs(Wc), law_uncertainty=False)
-        return -(m + risk * v.sqrt())
+        points = gp.posterior_points(space.target_inputs(Wc))
+        var = points.var
+        if ref is not None:
+            var = (var + ref.var - 2.0 * points.covariance(ref)[:, 0]).clamp(min=0.0)
+        return -(points.mean + risk * var.sqrt())
 
     vals = neg_score(W)
     w = W[int(torch.argmax(vals))].unsqueeze(0)

@@ -247,7 +247,9 @@ class MFMSBO(Strategy):
             return None
         return best[0], {k: torch.tensor(v, dtype=torch.float64) for k, v in best[1].items()}
 
-    def _fit_metadata(self, fit: SurrogateFit) -> dict[str, Any]:
+    def fit_metadata(self, fit: SurrogateFit) -> dict[str, Any]:
+        """What a proposal's spec records of ``fit``, so that the next fit of any process
+        warm-starts from its hyperparameters (the database holds them, not this object)."""
         return {FIT_METADATA_KEY: {
             "strategy": self.name, "kernel": self.config.kernel, "trials": fit.trials,
             "hyperparameters": {k: v.tolist() for k, v in fit.hyperparameters.items()}}}
@@ -352,7 +354,7 @@ class MFMSBO(Strategy):
         best_f = float(self._data(history)[1].min())
         iteration = max(0, len(history) + len(pending) - self._n_initial())
         gp = fit.model.fantasize(self._inputs([*pending, *out]))
-        record = self._fit_metadata(fit)
+        record = self.fit_metadata(fit)
         for _ in range(n - len(out)):
             acq = self._acquisition(gp, best_f, iteration, g)
             exclude = self._exclusions(history, [*pending, *out])

@@ -40,11 +40,12 @@ def test_replay_scores_each_rule_on_the_run_s_own_trials(replay_module, monkeypa
 
     monkeypatch.setattr(replay_module, "make_strategy", spy)
     options = {"surrogate": {"mean": "scaling_law"}}
-    curves = replay_module.replay(saved, [0.0, 1.0], every=4, options=options)
+    curves = replay_module.replay(saved, [(0.0, False), (1.0, False), (1.0, True)], every=4,
+                                  options=options)
     assert built == [options]
     costs = [t["cumulative_cost"] for t in saved["trials"]]
-    for risk in (0.0, 1.0):
+    for curve in curves:
         # fits at trials 0, 4 and 8 (the last) where the surrogate can be fitted
-        assert [c for c, _ in curves[risk]] == [costs[i] for i in (0, 4, 8)][-len(curves[risk]):]
-        assert len(curves[risk]) >= 2
-        assert all(v >= run.optimum - 1e-9 for _, v in curves[risk])
+        assert [c for c, _ in curve] == [costs[i] for i in (0, 4, 8)][-len(curve):]
+        assert len(curve) >= 2
+        assert all(v >= run.optimum - 1e-9 for _, v in curve)
