@@ -11,7 +11,7 @@ live study, so the replayed surrogate refits on the strategy's own schedule.
 
     python bench/recommendation_replay.py bench/results/standard.json \\
         [--problem scale-k6-extrap] [--risks 0,0.5,1,2] [--relative-risks 1,2] \\
-        [--every 4] [--workers 2] \\
+        [--incumbent-risks 1,2] [--every 4] [--workers 2] \\
         [--options '{"surrogate": {"mean": "scaling_law"}}']
 
 ``--options`` must be the strategy's options of the saved runs (what ``mfms bench
@@ -37,14 +37,19 @@ from mfms_bo.recommend import recommend_from_surrogate
 from mfms_bo.strategies import make_strategy
 from mfms_bo.trials import TrialResult, TrialSpec
 
+#: How a rule's ``sd`` is taken: at the target alone, of the difference from the best
+#: mixture run so far, or of the difference from the rule's own previous recommendation.
+MODES = ("absolute", "best_run", "incumbent")
 
-def replay(run: dict[str, Any], rules: list[tuple[float, bool]], every: int,
+
+def replay(run: dict[str, Any], rules: list[tuple[float, str]], every: int,
            options: dict[str, Any] | None = None) -> list[list]:
     """Each rule's curve ``[[cost, true objective]]`` on one run's trials, with the
     surrogate the run had (``options``: the strategy's options the run was made with).
 
-    A rule is ``(risk, relative)``: :func:`recommend_from_surrogate`'s ``risk``, and whether
-    its ``sd`` is that of the difference from the best mixture run so far (``reference``).
+    A rule is ``(risk, mode)``: :func:`recommend_from_surrogate`'s ``risk`` and which
+    ``sd`` it takes (:data:`MODES`): with ``incumbent``, a new mixture replaces the previous
+    recommendation only where the model is sure it is better (hysteresis).
     Each fit's hyperparameters are recorded in the newest trial's spec, as the live
     strategy records them in its proposals, so the next fit warm-starts from them and
     re-optimises on the strategy's own schedule."""
@@ -57,6 +62,7 @@ def replay(run: dict[str, Any], rules: list[tuple[float, bool]], every: int,
     history: list[TrialResult] = []
     last = len(run["trials"]) - 1
     fit_record: dict[str, Any] = {}
+    incumbents: list[torch.Tensor | None] = [None for _ in rules]
     for i, t in enumerate(run["trials"]):
         spec = TrialSpec(t["mixture"], t["model_size"], t["steps"],
                          space.fidelities.checkpoint_steps(t["steps"]), metadata=fit_record)
@@ -69,12 +75,15 @@ def replay(run: dict[str, Any], rules: list[tuple[float, bool]], every: int,
         fit_record = strategy.fit_metadata(fit)  # type: ignore[attr-defined]
         ran = torch.tensor([[float(r.spec.mixture.get(d, 0.0)) for d in space.mixtures.domains]
                             for r in history], dtype=torch.float64).unique(dim=0)
-        for curve, (risk, relative) in zip(curves, rules, strict=True):
+        for j, (risk, mode) in enumerate(rules):
             g = torch.Generator().manual_seed(run["seed"] + 17)
+            reference = {"absolute": None, "best_run": ran, "incumbent": incumbents[j]}[mode]
             rec = recommend_from_surrogate(fit.model, strategy.model_space,  # type: ignore
                                            generator=g, transform=torch.exp, risk=risk,
-                                           reference=ran if relative else None)
-            curve.append([t["cumulative_cost"], float(problem.true_objective(rec.mixture))])
+                                           reference=reference)
+            incumbents[j] = torch.tensor([[rec.mixture[d] for d in space.mixtures.domains]],
+                                         dtype=torch.float64)
+            curves[j].append([t["cumulative_cost"], float(problem.true_objective(rec.mixture))])
     return curves
 
 
@@ -87,6 +96,8 @@ def main() -> None:
                     help="risks of mean + risk * sd at the target")
     ap.add_argument("--relative-risks", default="",
                     help="risks with sd that of the difference from the best mixture run")
+    ap.add_argument("--incumbent-risks", default="",
+                    help="risks with sd that of the difference from the last recommendation")
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", default=None)
@@ -94,8 +105,9 @@ def main() -> None:
                     help="JSON: the strategy's options the runs were made with")
     args = ap.parse_args()
     options = json.loads(args.options) if args.options else None
-    rules = [(float(x), False) for x in args.risks.split(",") if x.strip()]
-    rules += [(float(x), True) for x in args.relative_risks.split(",") if x.strip()]
+    rules = [(float(x), "absolute") for x in args.risks.split(",") if x.strip()]
+    rules += [(float(x), "best_run") for x in args.relative_risks.split(",") if x.strip()]
+    rules += [(float(x), "incumbent") for x in args.incumbent_risks.split(",") if x.strip()]
     with open(args.runs) as f:
         saved = json.load(f)["runs"]
     runs = [r for r in saved if r["strategy"] == args.strategy
@@ -106,13 +118,13 @@ def main() -> None:
     rows = []
     for prob in dict.fromkeys(r["problem"] for r in runs):
         mine = [(r, c) for r, c in zip(runs, curves, strict=True) if r["problem"] == prob]
-        for j, (risk, relative) in enumerate(rules):
+        for j, (risk, mode) in enumerate(rules):
             settle = [cost_to_settle(c[j], r["optimum"], 0.005) / r["budget"] * 100
                       for r, c in mine]
             final = [100 * final_gap(c[j], r["optimum"]) for r, c in mine]
             rise = [100 * x for x in (largest_rise(c[j], r["optimum"]) for r, c in mine)
                     if not math.isnan(x)]
-            rows.append({"problem": prob, "risk": risk, "relative": relative,
+            rows.append({"problem": prob, "risk": risk, "mode": mode,
                          "seeds": len(mine), "settle_pct": statistics.median(settle),
                          "settle_pct_per_seed": settle,
                          "final_gap_pct": statistics.median(final),
@@ -122,7 +134,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         settle = "never" if math.isinf(r["settle_pct"]) else f"{r['settle_pct']:.2g}"
-        rule = f"{r['risk']:g}" + (" from the best run" if r["relative"] else "")
+        rule = f"{r['risk']:g}" + {"absolute": "", "best_run": " from the best run",
+                                   "incumbent": " from the incumbent"}[r["mode"]]
         print(f"| {r['problem']} | {rule} | {settle} | {r['final_gap_pct']:.3f} | "
               f"{r['worst_rise_pct']:.2f} |")
     if args.json:

@@ -40,8 +40,8 @@ def test_replay_scores_each_rule_on_the_run_s_own_trials(replay_module, monkeypa
 
     monkeypatch.setattr(replay_module, "make_strategy", spy)
     options = {"surrogate": {"mean": "scaling_law"}}
-    curves = replay_module.replay(saved, [(0.0, False), (1.0, False), (1.0, True)], every=4,
-                                  options=options)
+    rules = [(0.0, "absolute"), (1.0, "best_run"), (1.0, "incumbent")]
+    curves = replay_module.replay(saved, rules, every=4, options=options)
     assert built == [options]
     costs = [t["cumulative_cost"] for t in saved["trials"]]
     for curve in curves:
