@@ -55,6 +55,11 @@ __all__ = ["MFMSBO", "MultiFidelityBO", "SingleFidelityBO", "ACQUISITIONS", "Sur
 ACQUISITIONS = ("kg", "ei")
 #: Spec metadata key under which a proposal records the surrogate fit it came from.
 FIT_METADATA_KEY = "surrogate_fit"
+#: Spec metadata key under which a proposal records the recommendation at its time, the
+#: incumbent that ``recommend="incumbent"`` keeps until a mixture is surely better.
+INCUMBENT_METADATA_KEY = "incumbent"
+#: Recommendation rules (``MFMSBO``'s ``recommend``).
+RECOMMEND_RULES = ("pessimistic", "incumbent")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,14 @@ class MFMSBO(Strategy):
             Ignored until a cost has been reported (before that, predicted costs are in the
             prior's unit). Off by default: it did not help the default design under the
             demo's 40-trial cap (docs/decisions.md).
+        recommend: how the recommendation is chosen at the target. ``"pessimistic"``
+            (default): the minimiser of ``mean + recommend_risk * sd``. ``"incumbent"``: the
+            recommendation a proposal last recorded stays until a mixture beats its mean by
+            ``recommend_risk`` sd of their difference (hysteresis). Why: the posterior mean
+            at the target moves whenever a run at a new size or length arrives, and the
+            plain rule follows it away from a mixture it had right
+            (:func:`~mfms_bo.recommend.recommend_from_surrogate`, ``reference``).
+        recommend_risk: see ``recommend``.
     """
 
     name = "mfms-bo"
@@ -148,6 +161,8 @@ class MFMSBO(Strategy):
         bundle: bool = False,
         max_bundle: int = 32,
         trial_price: float = 0.0,
+        recommend: str = "pessimistic",
+        recommend_risk: float = 1.0,
     ) -> None:
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
@@ -167,6 +182,10 @@ class MFMSBO(Strategy):
         self.bundle = bundle
         self.max_bundle = whole_number("max_bundle", max_bundle, 1, 256)
         self.trial_price = real_number("trial_price", trial_price, 0.0, 1e300)
+        if recommend not in RECOMMEND_RULES:
+            raise ValueError(f"recommend must be one of {RECOMMEND_RULES}, got {recommend!r}")
+        self.recommend_rule = recommend
+        self.recommend_risk = real_number("recommend_risk", recommend_risk, 0.0, 100.0)
         self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------
@@ -258,9 +277,25 @@ class MFMSBO(Strategy):
         fit = self.fit_surrogate(history)
         if fit is None:
             return super().recommend(history)
+        return self._recommend_with(fit, self._incumbent([r.spec for r in history]))
+
+    def _recommend_with(self, fit: SurrogateFit, incumbent: Tensor | None) -> Recommendation:
         g = torch.Generator().manual_seed(self.seed + 17)
         return recommend_from_surrogate(fit.model, self.model_space, generator=g,
-                                        transform=torch.exp)
+                                        transform=torch.exp, risk=self.recommend_risk,
+                                        reference=incumbent)
+
+    def _incumbent(self, specs: Sequence[TrialSpec]) -> Tensor | None:
+        """The newest recommendation a proposal recorded (``recommend="incumbent"``)."""
+        if self.recommend_rule != "incumbent":
+            return None
+        for spec in reversed(specs):
+            rec = spec.metadata.get(INCUMBENT_METADATA_KEY)
+            if isinstance(rec, Mapping):
+                doms = self.model_space.mixtures.domains
+                return torch.tensor([[float(rec.get(d, 0.0)) for d in doms]],
+                                    dtype=torch.float64)
+        return None
 
     def predict(self, history: Sequence[TrialResult], W: Tensor, model_size: float,
                 steps: int) -> ObjectivePrediction | None:
@@ -355,6 +390,12 @@ class MFMSBO(Strategy):
         iteration = max(0, len(history) + len(pending) - self._n_initial())
         gp = fit.model.fantasize(self._inputs([*pending, *out]))
         record = self.fit_metadata(fit)
+        if self.recommend_rule == "incumbent":
+            # The recommendation now, kept in the specs (the database) rather than in this
+            # object, so that any process continues the same chain of incumbents.
+            rec = self._recommend_with(fit, self._incumbent(
+                [*(r.spec for r in history), *pending]))
+            record[INCUMBENT_METADATA_KEY] = rec.mixture
         for _ in range(n - len(out)):
             acq = self._acquisition(gp, best_f, iteration, g)
             exclude = self._exclusions(history, [*pending, *out])
