@@ -63,7 +63,7 @@ def test_covariance_diagonal_matches_predict(fitted):
     _, gp, X, _ = fitted
     Xt, _, _ = _data(15, seed=2)
     C = gp.covariance(Xt, Xt)
-    _, var = gp.predict(Xt)
+    _, var = gp.predict(Xt, law_uncertainty=False)  # the GP part, as covariance
     assert C.shape == (15, 15)
     assert torch.allclose(C.diagonal(), var, rtol=1e-6, atol=1e-10)
     assert torch.allclose(C, C.T, atol=1e-10)
@@ -79,7 +79,7 @@ def test_posterior_points_match_predict_and_covariance(fitted):
     _, gp, X, _ = fitted
     Xt, _, _ = _data(6, seed=3)
     pts = gp.posterior_points(Xt)
-    m2, v2 = gp.predict(Xt)
+    m2, v2 = gp.predict(Xt, law_uncertainty=False)  # the GP part, as the points
     assert torch.allclose(pts.mean, m2)
     assert torch.allclose(pts.var, v2, rtol=1e-9, atol=1e-14)
     other = gp.posterior_points(X[:5])
