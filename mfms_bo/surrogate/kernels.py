@@ -1,6 +1,8 @@
 """Kernel and mean designs for the MFMS-GP over ``[w_1..w_k, s(log m), s(log z)]``.
 
-Three designs, compared in ``bench/README.md``:
+Three designs, compared in ``bench/README.md``. Each takes its mean from
+``SurrogateConfig.mean``: by default a scaling law in size and steps (:class:`ScalingLawMean`),
+for every design; the linear means named below are what ``mean="linear"`` gives.
 
 * ``"seed"`` - the MFMS-BO paper's choice (namkoong-lab/data-recipes): one scaled product of
   RBF kernels over the mixture block, log model size and log steps, with a linear mean.
