@@ -3,27 +3,7 @@ recommendation rules, with the surrogate the run was made with."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-import pytest
-
 from mfms_bo.bench.harness import load_problem, run_one
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def replay_module():
-    spec = importlib.util.spec_from_file_location("bench_replay",
-                                                  ROOT / "bench" / "recommendation_replay.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
 
 
 def test_replay_scores_each_rule_on_the_run_s_own_trials(replay_module, monkeypatch):
