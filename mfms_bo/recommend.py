@@ -82,13 +82,13 @@ def recommend_from_surrogate(
     trained on should be one the data vouch for. ``transform`` maps the GP's output scale
     back to the objective (e.g. ``exp`` when the GP models log-loss).
 
-    ``reference``: ``r x k`` mixtures that have been run. Then ``sd`` is that of the
-    difference between a mixture's target value and the reference with the lowest posterior
-    mean there, so a mixture replaces the best-run one only where the model is sure it is
-    better. Uncertainty that all mixtures share at the target (its level, before runs near
-    it) cancels in a difference; with the plain ``sd`` it does not, and the first runs at a
-    large size pull the recommendation to whatever mixture they ran, whose own ``sd`` they
-    shrank.
+    ``reference``: ``r x k`` mixtures the evidence vouches for (those run, or the last
+    recommendation). Then ``sd`` is that of the difference between a mixture's target value
+    and the reference with the lowest posterior mean there, so a mixture replaces that one
+    only where the model is sure it is better. Uncertainty that all mixtures share at the
+    target (its level, before runs near it) cancels in a difference; with the plain ``sd``
+    it does not, and the first runs at a large size pull the recommendation to whatever
+    mixture they ran, whose own ``sd`` they shrank.
     """
     W = space.mixture_candidates(n_candidates, generator)
     if extra_mixtures is not None and space.candidates is None and extra_mixtures.numel():
