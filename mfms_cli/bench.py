@@ -40,7 +40,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _merged_runs(paths: list[str], read_json: Any) -> tuple[list[Any], str | None]:
+def _merged_runs(paths: list[str]) -> tuple[list[Any], str | None]:
     """The runs of several ``--json`` files as one table, and the commit they share.
 
     Seeds run apart (``--first-seed``) join into one table; a run that two files both hold
@@ -48,6 +48,8 @@ def _merged_runs(paths: list[str], read_json: Any) -> tuple[list[Any], str | Non
     under one strategy name, so it is refused. Files from different commits or package
     versions join with a warning naming each: their runs may have taken different paths."""
     import sys
+
+    from mfms_bo.bench.report import read_json
 
     runs: list[Any] = []
     seen: dict[tuple[str, str, int], str] = {}
@@ -88,7 +90,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         format_problems,
         format_table,
         git_commit,
-        read_json,
         summarize,
         write_json,
         write_plot,
@@ -100,7 +101,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # The code that runs is the code at the start: later commits must not be credited.
     commit = git_commit(Path(__file__).parent)
     if args.from_json:
-        runs, commit = _merged_runs(args.from_json, read_json)
+        runs, commit = _merged_runs(args.from_json)
     else:
         problems = list(args.problem or [])
         for name in args.suite or ([] if problems else ["standard"]):
