@@ -28,6 +28,14 @@ for every design; the linear means named below are what ``mean="linear"`` gives.
   is 0.95 (RegMix), 0.98 (Data Mixing Laws 5Mix) and 0.82 (RedPajama)
   (``bench/transfer_prior.py``); the default is their mean. With a few large runs that
   disagree, the likelihood overrules it.
+* ``"scaling"`` - ``Matern(w) * (c + s_m f_m f_m' + s_z f_z f_z' + s1 * Matern(m, z))
+  + s2 * Matern(m, z)`` with ``f_m = exp(-r_m u)`` and ``f_z = exp(-r_z v)`` (``u``, ``v``
+  the encoded log size and log steps): the mixture effect is a scaling law whose
+  coefficients depend on the mixture, ``e(w) + a(w) N^-alpha + b(w) D^-beta`` in the
+  log objective (the Data Mixing Laws' and Chinchilla's forms), plus a free remainder. A
+  mixture effect that moved with size along the ladder keeps moving *along a power law*
+  beyond it and levels off at ``e(w)``, where a stationary kernel forgets the movement one
+  lengthscale past the last run and a linear drift never levels off.
 """
 
 from __future__ import annotations
@@ -50,9 +58,10 @@ from gpytorch.priors import GammaPrior, Prior
 from torch import Tensor
 
 __all__ = ["KERNEL_DESIGNS", "MEAN_DESIGNS", "TRANSFER_PRIOR", "build_kernel", "build_mean",
-           "ColumnLinearMean", "ScalingLawMean", "SharedFractionKernel", "compile_kernel"]
+           "ColumnLinearMean", "PowerDecayKernel", "ScalingLawMean", "SharedFractionKernel",
+           "compile_kernel"]
 
-KERNEL_DESIGNS = ("additive", "transfer", "seed")
+KERNEL_DESIGNS = ("additive", "transfer", "seed", "scaling")
 #: Prior mode of the ``transfer`` design's shared share ``rho``: the mean of its fits on the
 #: three published run tables (``python bench/transfer_prior.py``).
 TRANSFER_PRIOR = 0.92
@@ -120,6 +129,42 @@ class SharedFractionKernel(Kernel):
         base = self.base_kernel(x1, x2, diag=diag, **params)
         base = base.to_dense() if hasattr(base, "to_dense") else base
         return rho + (1.0 - rho) * base
+
+
+class PowerDecayKernel(Kernel):
+    """``exp(-r x) exp(-r x')`` on one input column, ``r > 0`` learned: the rank-one
+    covariance of a coefficient times a power law, ``N^-alpha`` for ``x`` the encoded log
+    size (``r = alpha`` times the ladder's log-range). Times a kernel over mixtures it
+    gives each mixture its own amplitude of the power-law term."""
+
+    has_lengthscale = False
+
+    def __init__(self, column: int) -> None:
+        super().__init__()
+        self.column = int(column)
+        self.register_parameter("raw_rate", torch.nn.Parameter(torch.zeros(1)))
+        self.register_constraint("raw_rate", Positive())
+        # The same prior as the scaling-law mean's rates (exponents per encoded range).
+        self.register_prior("rate_prior", GammaPrior(2.0, 1.5), lambda m: m.rate,
+                            lambda m, v: m._set_rate(v))
+        self._set_rate(1.0)
+
+    @property
+    def rate(self) -> Tensor:
+        return self.raw_rate_constraint.transform(self.raw_rate)
+
+    def _set_rate(self, value: Tensor | float) -> None:
+        value = torch.as_tensor(value, dtype=self.raw_rate.dtype).reshape(1)
+        self.initialize(raw_rate=self.raw_rate_constraint.inverse_transform(value))
+
+    def forward(self, x1: Tensor, x2: Tensor, diag: bool = False, **params) -> Tensor:
+        return _power_decay(x1, x2, diag, self.column, self.rate.reshape(()))
+
+
+def _power_decay(x1: Tensor, x2: Tensor, diag: bool, column: int, rate: Tensor) -> Tensor:
+    f1 = torch.exp(-rate * x1[..., column])
+    f2 = torch.exp(-rate * x2[..., column])
+    return f1 * f2 if diag else f1.unsqueeze(-1) * f2.unsqueeze(-2)
 
 
 class ColumnLinearMean(Mean):
@@ -259,6 +304,12 @@ def build_kernel(design: str, k: int, transfer_prior: float = TRANSFER_PRIOR) ->
         effect = ScaleKernel(SharedFractionKernel(_matern(f_dims), transfer_prior),
                              outputscale_prior=_outputscale_prior())
         return kw * (effect + drift) + trend
+    if design == "scaling":
+        effect = (ConstantKernel(constant_prior=_outputscale_prior())
+                  + ScaleKernel(PowerDecayKernel(k), outputscale_prior=_outputscale_prior())
+                  + ScaleKernel(PowerDecayKernel(k + 1), outputscale_prior=_outputscale_prior())
+                  + ScaleKernel(_matern(f_dims), outputscale_prior=_outputscale_prior()))
+        return kw * effect + trend
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
 
@@ -273,7 +324,7 @@ def build_mean(design: str, k: int, mean: str = "linear", offset: float = 0.0,
         raise ValueError(f"unknown mean {mean!r}; choose from {MEAN_DESIGNS}")
     if design == "seed":
         return LinearMean(input_size=k + 2)
-    if design in ("additive", "transfer"):
+    if design in ("additive", "transfer", "scaling"):
         return ColumnLinearMean([k, k + 1])
     raise ValueError(f"unknown kernel design {design!r}; choose from {KERNEL_DESIGNS}")
 
@@ -298,8 +349,8 @@ def compile_kernel(kernel: Kernel) -> KernelFn | None:
     (measured: ~1.6 ms per Matern call regardless of size). The hyperparameters are read
     once, so the result is a snapshot: rebuild it after refitting.
 
-    Supports sums, products and scalings of Matern (nu 0.5, 1.5, 2.5), RBF, linear and
-    constant kernels with ``active_dims`` and ARD lengthscales. Returns ``fn(x1, x2, diag)``.
+    Supports sums, products and scalings of Matern (nu 0.5, 1.5, 2.5), RBF, linear, constant
+    and power-decay kernels with ``active_dims`` and ARD lengthscales. Returns ``fn(x1, x2, diag)``.
     """
     from gpytorch.kernels import AdditiveKernel, ProductKernel
 
@@ -329,6 +380,9 @@ def compile_kernel(kernel: Kernel) -> KernelFn | None:
                 return None
             rho = kernel.fraction.detach().clone().reshape(())
             return lambda a, b, diag: rho + (1.0 - rho) * inner(a, b, diag)
+        if isinstance(kernel, PowerDecayKernel):
+            column, rate = kernel.column, kernel.rate.detach().clone().reshape(())
+            return lambda a, b, diag: _power_decay(a, b, diag, column, rate)
         if isinstance(kernel, ConstantKernel):
             const = kernel.constant.detach().clone().reshape(())
 
