@@ -57,15 +57,11 @@ from gpytorch.means import LinearMean, Mean
 from gpytorch.priors import GammaPrior, Prior
 from torch import Tensor
 
-__all__ = ["KERNEL_DESIGNS", "MEAN_DESIGNS", "SELECTING_DESIGNS", "TRANSFER_PRIOR",
-           "build_kernel", "build_mean",
+__all__ = ["KERNEL_DESIGNS", "MEAN_DESIGNS", "TRANSFER_PRIOR", "build_kernel", "build_mean",
            "ColumnLinearMean", "PowerDecayKernel", "ScalingLawMean", "SharedFractionKernel",
            "compile_kernel"]
 
 KERNEL_DESIGNS = ("additive", "transfer", "seed", "scaling")
-#: Designs that fit several designs and keep the one the data favour
-#: (:meth:`~mfms_bo.surrogate.mfms_gp.MFMSGP.fit`): what each chooses from.
-SELECTING_DESIGNS = {"select": ("additive", "scaling")}
 #: Prior mode of the ``transfer`` design's shared share ``rho``: the mean of its fits on the
 #: three published run tables (``python bench/transfer_prior.py``).
 TRANSFER_PRIOR = 0.92

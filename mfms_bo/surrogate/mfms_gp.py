@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from botorch.fit import fit_gpytorch_mll
@@ -38,7 +38,6 @@ from mfms_bo.limits import real_number, whole_number
 from mfms_bo.surrogate.kernels import (
     KERNEL_DESIGNS,
     MEAN_DESIGNS,
-    SELECTING_DESIGNS,
     TRANSFER_PRIOR,
     ScalingLawMean,
     build_kernel,
@@ -55,9 +54,8 @@ class SurrogateConfig:
     """Knobs of the MFMS-GP.
 
     Attributes:
-        kernel: ``"additive"`` (default), ``"transfer"``, ``"seed"``, ``"scaling"``, or
-            ``"select"``, which fits ``"additive"`` and ``"scaling"`` and keeps the one the
-            data favour; see :mod:`mfms_bo.surrogate.kernels`.
+        kernel: ``"additive"`` (default), ``"transfer"``, ``"seed"`` or ``"scaling"``;
+            see :mod:`mfms_bo.surrogate.kernels`.
         mean: ``"scaling_law"`` (default), a power law in size and steps with a floor
             (:class:`~mfms_bo.surrogate.kernels.ScalingLawMean`), which extrapolates beyond
             the ladder and the longest run as losses do, or ``"linear"`` in the fidelities.
@@ -90,9 +88,8 @@ class SurrogateConfig:
     refit_growth: float = 0.05
 
     def __post_init__(self) -> None:
-        designs = (*KERNEL_DESIGNS, *SELECTING_DESIGNS)
-        if self.kernel not in designs:
-            raise ValueError(f"kernel must be one of {designs}, got {self.kernel!r}")
+        if self.kernel not in KERNEL_DESIGNS:
+            raise ValueError(f"kernel must be one of {KERNEL_DESIGNS}, got {self.kernel!r}")
         if self.mean not in MEAN_DESIGNS:
             raise ValueError(f"mean must be one of {MEAN_DESIGNS}, got {self.mean!r}")
         real_number("transfer_prior", self.transfer_prior, 0.0, 1.0, low_open=True,
@@ -154,8 +151,6 @@ class MFMSGP:
         self.y_mean = y_mean
         self.y_std = y_std
         self.noise = float(model.likelihood.noise.detach().reshape(-1)[0])  # standardised units
-        # (designs, chosen index, every design's hyperparameters) for a selecting kernel.
-        self._selection: tuple[tuple[str, ...], int, dict[str, dict[str, Tensor]]] | None = None
         self._kernel = compile_kernel(model.covar_module)
         with torch.no_grad():
             if cholesky is None:
@@ -191,24 +186,6 @@ class MFMSGP:
             seed: seeds the fitting subsample.
         """
         cfg = config or SurrogateConfig()
-        if cfg.kernel in SELECTING_DESIGNS:
-            return cls._fit_selecting(X, y, groups, cfg, warm_start, seed, optimize)
-        return cls._fit_one(X, y, groups, cfg, warm_start, seed, optimize)[0]
-
-    @classmethod
-    def _fit_one(
-        cls,
-        X: Tensor,
-        y: Tensor,
-        groups: Tensor | None,
-        cfg: SurrogateConfig,
-        warm_start: dict[str, Tensor] | None,
-        seed: int,
-        optimize: bool,
-    ) -> tuple[MFMSGP, float]:
-        """One design's fit and its score for model selection (:meth:`_fit_selecting`):
-        the Bayesian information criterion of the fitting subsample, ``-inf`` when only
-        conditioned."""
         X = X.to(torch.float64)
         y = y.to(torch.float64).reshape(-1)
         if X.shape[0] != y.shape[0] or X.shape[0] == 0:
@@ -250,7 +227,7 @@ class MFMSGP:
                 pass  # shapes changed (other design or k); fit from scratch
         if warm and not optimize:
             model.eval()
-            return cls(model, X, y, y_mean, y_std), -math.inf
+            return cls(model, X, y, y_mean, y_std)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -258,68 +235,14 @@ class MFMSGP:
                 fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
             except Exception:  # a failed fit keeps the prior/warm start values
                 pass
-        score = _information_criterion(model, Xf, yf)
         model.eval()
-        return cls(model, X, y, y_mean, y_std), score
-
-    @classmethod
-    def _fit_selecting(
-        cls,
-        X: Tensor,
-        y: Tensor,
-        groups: Tensor | None,
-        cfg: SurrogateConfig,
-        warm_start: dict[str, Tensor] | None,
-        seed: int,
-        optimize: bool,
-    ) -> MFMSGP:
-        """Fit every design of a selecting kernel and keep the one the data favour.
-
-        Why: how much of a mixture's effect carries from small runs to the target differs
-        between problems (near all of it on the published tables, much less where the
-        optimum moves with scale), and a design that assumes either loses badly on the
-        other (``docs/decisions.md``). Runs of the same region at several sizes tell the
-        two apart, so the fit asks the data. Every design's hyperparameters travel in
-        :meth:`hyperparameters` (prefixed ``design/``) with the choice, so a
-        conditioning-only fit continues with the same design and each refit warm-starts
-        them all.
-        """
-        designs = SELECTING_DESIGNS[cfg.kernel]
-        warm = _split_selecting(warm_start, designs)
-        chosen = None if warm_start is None else warm_start.get(_SELECTED_KEY)
-        if not optimize and chosen is not None and all(d in warm for d in designs):
-            index = int(chosen.reshape(-1)[0])
-            gp, _ = cls._fit_one(X, y, groups, replace(cfg, kernel=designs[index]),
-                                 warm[designs[index]], seed, False)
-            gp._selection = (designs, index, warm)
-            return gp
-        fits = [cls._fit_one(X, y, groups, replace(cfg, kernel=d), warm.get(d), seed, True)
-                for d in designs]
-        index = max(range(len(fits)), key=lambda i: (fits[i][1], -i))
-        gp = fits[index][0]
-        gp._selection = (designs, index, {d: f.hyperparameters()
-                                          for d, (f, _) in zip(designs, fits, strict=True)})
-        return gp
+        return cls(model, X, y, y_mean, y_std)
 
     def hyperparameters(self) -> dict[str, Tensor]:
         """The fitted parameters (raw, as GPyTorch stores them), for warm-starting a later
         fit or conditioning new data on them; priors and constraints are rebuilt by
         :meth:`fit` and need not travel."""
-        if self._selection is not None:
-            designs, index, per_design = self._selection
-            out = {f"{d}/{k}": v.detach().clone() for d in designs
-                   for k, v in per_design[d].items()}
-            out[_SELECTED_KEY] = torch.tensor(float(index), dtype=torch.float64)
-            return out
         return {k: v.detach().clone() for k, v in self.model.named_parameters()}
-
-    @property
-    def design(self) -> str | None:
-        """The design a selecting kernel chose; None for a fixed design."""
-        if self._selection is None:
-            return None
-        designs, index, _ = self._selection
-        return designs[index]
 
     # -- raw kernel pieces (standardised units) ---------------------------------------------
     def _k(self, X1: Tensor, X2: Tensor) -> Tensor:
@@ -409,7 +332,7 @@ class MFMSGP:
             top = torch.cat([self._L, torch.zeros(self._L.shape[0], X.shape[0],
                                                   dtype=X.dtype)], dim=1)
             L = torch.cat([top, torch.cat([B.T, C], dim=1)], dim=0)
-        out = MFMSGP(
+        return MFMSGP(
             self.model,
             torch.cat([self.train_X, X]),
             torch.cat([self.train_y, mean]),
@@ -417,8 +340,6 @@ class MFMSGP:
             self.y_std,
             cholesky=L,
         )
-        out._selection = self._selection
-        return out
 
 
 @dataclass(frozen=True)
@@ -494,37 +415,6 @@ class PosteriorPoints:
         """The points at ``index`` (repeats allowed)."""
         return PosteriorPoints(self.gp, self.X[index], self.mean[index], self.var[index],
                                self._V[:, index])
-
-
-def _information_criterion(model: SingleTaskGP, X: Tensor, y: Tensor) -> float:
-    """``log p(y | theta) - p/2 log n`` at the fitted hyperparameters ``theta`` (``p`` of
-    them): the BIC's approximation of the evidence, without the priors, whose densities over
-    different parameter sets do not compare. Higher is better."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.train()
-        try:
-            log_lik = float(model.likelihood(model(X)).log_prob(y.reshape(-1)))
-        except Exception:  # a failed factorisation: this design cannot be chosen
-            return -math.inf
-    n_params = sum(p.numel() for p in model.parameters())
-    if not math.isfinite(log_lik):
-        return -math.inf
-    return log_lik - 0.5 * n_params * math.log(max(2, X.shape[0]))
-
-
-_SELECTED_KEY = "selected"
-
-
-def _split_selecting(warm: dict[str, Tensor] | None, designs: tuple[str, ...]
-                     ) -> dict[str, dict[str, Tensor]]:
-    """A selecting fit's stored hyperparameters, per design (prefix ``design/``)."""
-    out: dict[str, dict[str, Tensor]] = {}
-    for key, value in (warm or {}).items():
-        design, sep, name = key.partition("/")
-        if sep and design in designs:
-            out.setdefault(design, {})[name] = value
-    return out
 
 
 def _fit_subset(groups: Tensor, steps: Tensor, cap: int, seed: int) -> Tensor:
