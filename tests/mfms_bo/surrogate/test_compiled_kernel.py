@@ -8,6 +8,7 @@ from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 
 from mfms_bo.surrogate.kernels import (
     KERNEL_DESIGNS,
+    PowerDecayKernel,
     SharedFractionKernel,
     build_kernel,
     compile_kernel,
@@ -23,6 +24,8 @@ def _randomise(kernel: torch.nn.Module, g: torch.Generator) -> None:
             module.outputscale = 0.2 + torch.rand((), generator=g, dtype=torch.float64)
         if isinstance(module, SharedFractionKernel):
             module._set_fraction(0.05 + 0.9 * torch.rand((), generator=g, dtype=torch.float64))
+        if isinstance(module, PowerDecayKernel):
+            module._set_rate(0.2 + 2.0 * torch.rand((), generator=g, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("design", KERNEL_DESIGNS)
@@ -91,3 +94,17 @@ def test_distinct_rows_is_exact_even_on_key_collisions() -> None:
     y = torch.stack([a, b, a])
     u, inv = _distinct_rows(y)
     assert torch.equal(u[inv], y)
+
+
+def test_power_decay_is_a_power_law_coefficient() -> None:
+    """``exp(-r u) exp(-r u')``: the covariance of ``a * N^-alpha`` with a random
+    coefficient ``a``, so a mixture effect seen at two sizes is extrapolated along the
+    same power law (the ratio of covariances depends on the size difference only)."""
+    kernel = PowerDecayKernel(column=1).to(torch.float64)
+    kernel._set_rate(0.7)
+    x = torch.tensor([[0.3, 0.0], [0.3, 0.5], [0.9, 1.0], [0.1, 1.6]], dtype=torch.float64)
+    with torch.no_grad():
+        K = kernel(x, x).to_dense()
+    u = x[:, 1]
+    torch.testing.assert_close(K, torch.exp(-0.7 * (u[:, None] + u[None, :])))
+    assert torch.linalg.matrix_rank(K) == 1
