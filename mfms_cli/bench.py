@@ -83,7 +83,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from mfms_bo.bench.harness import default_budget, load_problem, run_benchmark
+    from mfms_bo.bench.harness import load_problem, run_benchmark
     from mfms_bo.bench.report import (
         format_convergence,
         format_headline,
@@ -119,13 +119,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             for s in _GP_STRATEGIES:
                 options.setdefault(s, {}).setdefault("n_mixtures", 128)
         t0 = time.perf_counter()
-        runs = []
-        for ref in problems:
-            p = load_problem(ref)
-            budget = args.budget if args.budget is not None else default_budget(p)
-            runs += run_benchmark([ref], strategies, seeds, budget, workers=args.workers,
-                                  first_seed=args.first_seed,
-                                  max_trials=args.max_trials, options=options)
+        for ref in problems:  # an unknown problem fails now, not after hours of runs
+            load_problem(ref)
+
+        def save(done: list[Any]) -> None:
+            # The runs finished so far, without a summary: a stopped suite keeps them, and
+            # `--from` reports on them or joins them with the rest run later.
+            write_json(done, args.json, command=command, commit=commit)
+
+        runs = run_benchmark(problems, strategies, seeds, args.budget, workers=args.workers,
+                             first_seed=args.first_seed, max_trials=args.max_trials,
+                             options=options, on_run=save if args.json else None)
         seed_range = (f"{args.first_seed}-{args.first_seed + seeds - 1}" if args.first_seed
                       else str(seeds))
         print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seed_range}, "
@@ -172,7 +176,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--workers", type=int, default=2, help="parallel processes")
     b.add_argument("--options", default=None,
                    help='JSON {strategy: {option: value}}, e.g. {"mfms-bo": {"acquisition": "ei"}}')
-    b.add_argument("--json", default=None, help="write the runs (every trial) as JSON here")
+    b.add_argument("--json", default=None,
+                   help="write the runs (every trial) as JSON here, after each run")
     b.add_argument("--from", dest="from_json", action="append", default=None,
                    help="report on the runs of a JSON written by --json instead of running; "
                    "repeatable, to join seeds run apart (--first-seed); with --json, write "

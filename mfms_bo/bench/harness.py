@@ -18,7 +18,7 @@ import importlib.util
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,10 +259,17 @@ def _run_job(args: tuple) -> RunResult:
 def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int,
                   budget: float | None = None, workers: int = 1, max_trials: int = 2000,
                   options: dict[str, dict[str, Any]] | None = None,
-                  progress: bool = True, first_seed: int = 0) -> list[RunResult]:
+                  progress: bool = True, first_seed: int = 0,
+                  on_run: Callable[[list[RunResult]], None] | None = None
+                  ) -> list[RunResult]:
     """All combinations, seeds ``first_seed .. first_seed + seeds - 1`` (more seeds for a
     table already run: each run depends on its seed alone); ``budget`` None =
-    :func:`default_budget` per problem."""
+    :func:`default_budget` per problem.
+
+    Every job goes to the pool at once, so a slow problem's last runs do not leave workers
+    idle, and results come back in job order. ``on_run`` gets the runs finished so far after
+    each one (``mfms bench --json`` saves them, so a suite stopped after an hour keeps that
+    hour's runs)."""
     jobs = []
     for ref in problems:
         b = budget if budget is not None else default_budget(load_problem(ref))
@@ -270,17 +277,20 @@ def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int
             for seed in range(first_seed, first_seed + seeds):
                 jobs.append((ref, s, seed, b, max_trials, (options or {}).get(s)))
     out: list[RunResult] = []
+    def finished(r: RunResult) -> None:
+        out.append(r)
+        if progress:
+            _report(r, len(out), len(jobs))
+        if on_run is not None:
+            on_run(list(out))
+
     if workers <= 1:
         for j in jobs:
-            out.append(_run_job(j))
-            if progress:
-                _report(out[-1], len(out), len(jobs))
+            finished(_run_job(j))
     else:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             for r in ex.map(_run_job, jobs):
-                out.append(r)
-                if progress:
-                    _report(r, len(out), len(jobs))
+                finished(r)
     return out
 
 

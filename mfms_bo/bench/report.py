@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -318,7 +319,10 @@ def write_json(runs: Sequence[RunResult], path: str | Path, command: str | None 
         commit = git_commit(Path(__file__).parent)
     doc = {"commit": commit, "command": command, "environment": numeric_environment(),
            "summary": summary, "runs": [r.to_json() for r in runs]}
-    Path(path).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    # Written whole, then renamed: a benchmark stopped while saving keeps the last file.
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    os.replace(tmp, path)
 
 
 def read_json(path: str | Path) -> tuple[dict[str, Any], list[RunResult]]:

@@ -109,3 +109,34 @@ def test_from_joins_seeds_run_apart_and_refuses_a_run_twice(tmp_path, capsys):
     assert joined["commit"] == whole["commit"]
     with pytest.raises(SystemExit, match="seed 0 is in both"):
         main(["bench", "--from", str(tmp_path / "a.json"), "--from", str(tmp_path / "all.json")])
+
+
+def test_a_stopped_benchmark_keeps_the_runs_it_finished(tmp_path, capsys, monkeypatch):
+    """``--json`` is saved after every run, so a suite stopped part-way (a killed job, a
+    lost machine) keeps what it finished, and ``--from`` reports on it."""
+    from mfms_bo.bench import harness
+
+    src = tmp_path / "mfms_cli_problem.py"
+    src.write_text(PROBLEM_SRC)
+    out = tmp_path / "runs.json"
+    real_run_job = harness._run_job
+    calls = []
+
+    def stop_at_the_third(job):
+        calls.append(job)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_job(job)
+
+    monkeypatch.setattr(harness, "_run_job", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "--problem", f"{src}:PROBLEM", "--strategies", "random", "--workers",
+              "1", "--budget", "0.05", "--seeds", "4", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert [r["seed"] for r in saved["runs"]] == [0, 1]
+    assert saved["summary"] is None and saved["command"].startswith("mfms bench")
+    assert not (tmp_path / "runs.json.tmp").exists()
+    monkeypatch.setattr(harness, "_run_job", real_run_job)
+    capsys.readouterr()
+    assert main(["bench", "--from", str(out)]) == 0
+    assert "random" in capsys.readouterr().out
