@@ -83,8 +83,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from mfms_bo.bench.harness import load_problem, run_benchmark
+    from mfms_bo.bench.harness import run_benchmark
     from mfms_bo.bench.report import (
+        RunsWriter,
         format_convergence,
         format_headline,
         format_problems,
@@ -119,17 +120,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             for s in _GP_STRATEGIES:
                 options.setdefault(s, {}).setdefault("n_mixtures", 128)
         t0 = time.perf_counter()
-        for ref in problems:  # an unknown problem fails now, not after hours of runs
-            load_problem(ref)
-
-        def save(done: list[Any]) -> None:
-            # The runs finished so far, without a summary: a stopped suite keeps them, and
-            # `--from` reports on them or joins them with the rest run later.
-            write_json(done, args.json, command=command, commit=commit)
-
+        # Saved as runs finish, without a summary: a stopped suite keeps them, and `--from`
+        # reports on them or joins them with the rest run later.
+        writer = RunsWriter(args.json, command=command, commit=commit) if args.json else None
         runs = run_benchmark(problems, strategies, seeds, args.budget, workers=args.workers,
                              first_seed=args.first_seed, max_trials=args.max_trials,
-                             options=options, on_run=save if args.json else None)
+                             options=options, on_run=writer.add if writer else None)
         seed_range = (f"{args.first_seed}-{args.first_seed + seeds - 1}" if args.first_seed
                       else str(seeds))
         print(f"{len(runs)} runs in {time.perf_counter() - t0:.0f} s (seeds {seed_range}, "

@@ -260,19 +260,20 @@ def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int
                   budget: float | None = None, workers: int = 1, max_trials: int = 2000,
                   options: dict[str, dict[str, Any]] | None = None,
                   progress: bool = True, first_seed: int = 0,
-                  on_run: Callable[[list[RunResult]], None] | None = None
+                  on_run: Callable[[RunResult], None] | None = None
                   ) -> list[RunResult]:
     """All combinations, seeds ``first_seed .. first_seed + seeds - 1`` (more seeds for a
     table already run: each run depends on its seed alone); ``budget`` None =
     :func:`default_budget` per problem.
 
     Every job goes to the pool at once, so a slow problem's last runs do not leave workers
-    idle, and results come back in job order. ``on_run`` gets the runs finished so far after
-    each one (``mfms bench --json`` saves them, so a suite stopped after an hour keeps that
-    hour's runs)."""
+    idle, and results come back in job order. Every problem is loaded before the first run,
+    so a bad reference fails at once. ``on_run`` gets each run as it finishes (``mfms bench
+    --json`` saves them, so a suite stopped after an hour keeps that hour's runs)."""
     jobs = []
     for ref in problems:
-        b = budget if budget is not None else default_budget(load_problem(ref))
+        problem = load_problem(ref)
+        b = budget if budget is not None else default_budget(problem)
         for s in strategies:
             for seed in range(first_seed, first_seed + seeds):
                 jobs.append((ref, s, seed, b, max_trials, (options or {}).get(s)))
@@ -282,7 +283,7 @@ def run_benchmark(problems: Sequence[str], strategies: Sequence[str], seeds: int
         if progress:
             _report(r, len(out), len(jobs))
         if on_run is not None:
-            on_run(list(out))
+            on_run(r)
 
     if workers <= 1:
         for j in jobs:
