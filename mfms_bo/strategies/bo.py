@@ -59,7 +59,10 @@ FIT_METADATA_KEY = "surrogate_fit"
 #: incumbent that ``recommend="incumbent"`` keeps until a mixture is surely better.
 INCUMBENT_METADATA_KEY = "incumbent"
 #: Recommendation rules (``MFMSBO``'s ``recommend``).
-RECOMMEND_RULES = ("pessimistic", "incumbent")
+RECOMMEND_RULES = ("incumbent", "pessimistic")
+#: ``recommend_risk`` when it is not given, per rule: the values the suite was measured with
+#: (docs/decisions.md, "The incumbent rule as the default").
+DEFAULT_RECOMMEND_RISK = {"incumbent": 0.5, "pessimistic": 1.0}
 
 
 @dataclass(frozen=True)
@@ -134,14 +137,15 @@ class MFMSBO(Strategy):
             Ignored until a cost has been reported (before that, predicted costs are in the
             prior's unit). Off by default: it did not help the default design under the
             demo's 40-trial cap (docs/decisions.md).
-        recommend: how the recommendation is chosen at the target. ``"pessimistic"``
-            (default): the minimiser of ``mean + recommend_risk * sd``. ``"incumbent"``: the
-            recommendation a proposal last recorded stays until a mixture beats its mean by
-            ``recommend_risk`` sd of their difference (hysteresis). Why: the posterior mean
-            at the target moves whenever a run at a new size or length arrives, and the
-            plain rule follows it away from a mixture it had right
+        recommend: how the recommendation is chosen at the target. ``"incumbent"``
+            (default): the recommendation a proposal last recorded stays until a mixture
+            beats its mean by ``recommend_risk`` sd of their difference (hysteresis). Why:
+            the posterior mean at the target moves whenever a run at a new size or length
+            arrives, and the plain rule follows it away from a mixture it had right
             (:func:`~mfms_bo.recommend.recommend_from_surrogate`, ``reference``).
-        recommend_risk: see ``recommend``.
+            ``"pessimistic"``: the minimiser of ``mean + recommend_risk * sd`` at every call.
+        recommend_risk: see ``recommend``; ``None`` takes the rule's default
+            (``DEFAULT_RECOMMEND_RISK``: 0.5 for ``"incumbent"``, 1.0 for ``"pessimistic"``).
     """
 
     name = "mfms-bo"
@@ -161,8 +165,8 @@ class MFMSBO(Strategy):
         bundle: bool = False,
         max_bundle: int = 32,
         trial_price: float = 0.0,
-        recommend: str = "pessimistic",
-        recommend_risk: float = 1.0,
+        recommend: str = "incumbent",
+        recommend_risk: float | None = None,
     ) -> None:
         super().__init__(space, seed)
         if acquisition not in ACQUISITIONS:
@@ -185,7 +189,10 @@ class MFMSBO(Strategy):
         if recommend not in RECOMMEND_RULES:
             raise ValueError(f"recommend must be one of {RECOMMEND_RULES}, got {recommend!r}")
         self.recommend_rule = recommend
-        self.recommend_risk = real_number("recommend_risk", recommend_risk, 0.0, 100.0)
+        self.recommend_risk = real_number(
+            "recommend_risk",
+            DEFAULT_RECOMMEND_RISK[recommend] if recommend_risk is None else recommend_risk,
+            0.0, 100.0)
         self._memo: OrderedDict[str, SurrogateFit] = OrderedDict()
 
     # -- what this strategy models (overridden by the baselines) ----------------------------

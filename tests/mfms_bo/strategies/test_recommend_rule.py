@@ -70,7 +70,12 @@ def test_a_mixture_replaces_the_incumbent_only_where_surely_better(problem):
 
 def test_the_rule_is_validated(problem):
     space = search_space_of(problem)
-    assert MFMSBO(space).recommend_rule == "pessimistic"
+    # the default: the incumbent with hysteresis of half a sd; the plain rule keeps risk 1
+    default = MFMSBO(space)
+    assert (default.recommend_rule, default.recommend_risk) == ("incumbent", 0.5)
+    plain = MFMSBO(space, recommend="pessimistic")
+    assert (plain.recommend_rule, plain.recommend_risk) == ("pessimistic", 1.0)
+    assert MFMSBO(space, recommend="pessimistic", recommend_risk=0.0).recommend_risk == 0.0
     with pytest.raises(ValueError, match="recommend must be one of"):
         MFMSBO(space, recommend="best")
     with pytest.raises(ValueError, match="recommend_risk"):
