@@ -15,7 +15,8 @@ for an extrapolation along size by at least one ladder step: the case where a st
 kernel is weakest.
 
     python bench/surrogate_accuracy.py [--suite standard|easy] [--hold-out-largest]
-        [--kernels additive,additive+linear] [--json bench/results/surrogate_accuracy.json]
+        [--kernels additive,additive+linear] [--problem NAME ...] [--trials N]
+        [--json bench/results/surrogate_accuracy.json]
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--hold-out-largest", action="store_true")
+    ap.add_argument("--problem", action="append", default=None,
+                    help="repeatable; default: every simulated problem of the suite")
     ap.add_argument("--kernels", default=",".join(KERNEL_DESIGNS),
                     help="comma-separated designs: a kernel, or kernel+mean "
                          "(e.g. additive+linear); a kernel alone takes the default mean")
@@ -90,6 +93,12 @@ def main() -> None:
     args = ap.parse_args()
     designs = tuple(args.kernels.split(","))
     problems = hard_simulated_problems() if args.suite == "standard" else simulated_problems()
+    if args.problem:
+        unknown = sorted(set(args.problem) - set(problems))
+        if unknown:
+            ap.error(f"unknown problem(s) {unknown} in the {args.suite} suite; "
+                     f"choose from {sorted(problems)}")
+        problems = {n: problems[n] for n in args.problem}
     rows = []
     for name, problem in problems.items():
         res = [evaluate(problem, s, args.trials, args.hold_out_largest, designs)

@@ -41,3 +41,9 @@ def mutation() -> Iterator[ModuleType]:
 def replay_module() -> Iterator[ModuleType]:
     """``bench/recommendation_replay.py``."""
     yield from _imported("recommendation_replay.py")
+
+
+@pytest.fixture(scope="module")
+def optimum_drift() -> Iterator[ModuleType]:
+    """``bench/optimum_drift.py``."""
+    yield from _imported("optimum_drift.py")
