@@ -54,7 +54,8 @@ class SurrogateConfig:
     """Knobs of the MFMS-GP.
 
     Attributes:
-        kernel: ``"additive"`` (default), ``"transfer"``, ``"seed"`` or ``"scaling"``;
+        kernel: ``"additive"`` (default), ``"transfer"``, ``"seed"``, ``"scaling"`` or
+            ``"drift"``;
             see :mod:`mfms_bo.surrogate.kernels`.
         mean: ``"scaling_law"`` (default), a power law in size and steps with a floor
             (:class:`~mfms_bo.surrogate.kernels.ScalingLawMean`), which extrapolates beyond
