@@ -16,8 +16,8 @@ import argparse
 
 import numpy as np
 
-from mfms_bo.bench.problems import simulated_problems
-from mfms_bo.bench.problems.simulated import SimulatedProblem, hard_simulated_problems
+from mfms_bo.bench.problems.simulated import SimulatedProblem
+from mfms_bo.bench.suites import simulated_suite_problems
 
 
 def drift_rows(problem: SimulatedProblem) -> list[dict[str, object]]:
@@ -42,12 +42,10 @@ def main() -> None:
     ap.add_argument("--suite", choices=("standard", "easy"), default="standard")
     ap.add_argument("--problem", action="append", default=None)
     args = ap.parse_args()
-    problems = hard_simulated_problems() if args.suite == "standard" else simulated_problems()
-    if args.problem:
-        unknown = sorted(set(args.problem) - set(problems))
-        if unknown:
-            ap.error(f"unknown problem(s) {unknown}; choose from {sorted(problems)}")
-        problems = {n: problems[n] for n in args.problem}
+    try:
+        problems = simulated_suite_problems(args.suite, args.problem)
+    except ValueError as exc:
+        ap.error(str(exc))
     for name, problem in problems.items():
         print(f"\n{name} (target {problem.target_model_size / 1e6:g}M, steps {problem.steps[1]})")
         print("| size | optimal mixture | target optimum's excess loss there |")

@@ -31,8 +31,7 @@ import torch
 
 from mfms_bo.bench.harness import random_history
 from mfms_bo.bench.problem import search_space_of
-from mfms_bo.bench.problems import simulated_problems
-from mfms_bo.bench.problems.simulated import hard_simulated_problems
+from mfms_bo.bench.suites import simulated_suite_problems
 from mfms_bo.recommend import objective_prediction, recommend_from_surrogate
 from mfms_bo.strategies import training_data
 from mfms_bo.surrogate import KERNEL_DESIGNS, MFMSGP, SurrogateConfig
@@ -92,13 +91,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     designs = tuple(args.kernels.split(","))
-    problems = hard_simulated_problems() if args.suite == "standard" else simulated_problems()
-    if args.problem:
-        unknown = sorted(set(args.problem) - set(problems))
-        if unknown:
-            ap.error(f"unknown problem(s) {unknown} in the {args.suite} suite; "
-                     f"choose from {sorted(problems)}")
-        problems = {n: problems[n] for n in args.problem}
+    try:
+        problems = simulated_suite_problems(args.suite, args.problem)
+    except ValueError as exc:
+        ap.error(str(exc))
     rows = []
     for name, problem in problems.items():
         res = [evaluate(problem, s, args.trials, args.hold_out_largest, designs)

@@ -61,7 +61,7 @@ INCUMBENT_METADATA_KEY = "incumbent"
 #: Recommendation rules (``MFMSBO``'s ``recommend``).
 RECOMMEND_RULES = ("incumbent", "pessimistic")
 #: ``recommend_risk`` when it is not given, per rule: the values the suite was measured with
-#: (docs/decisions.md, "The incumbent rule as the default").
+#: (docs/decisions.md, "The incumbent rule for the recommendation").
 DEFAULT_RECOMMEND_RISK = {"incumbent": 0.5, "pessimistic": 1.0}
 
 
